@@ -1,0 +1,1 @@
+"""`wisp` subcommands that belong to the server side."""

@@ -1,0 +1,57 @@
+"""`wisp complete`: one completion of a file at a position, through the server's pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lsprotocol import types
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", type=Path, help="the source file")
+    parser.add_argument("--line", type=int, required=True, help="zero-based line of the cursor")
+    parser.add_argument(
+        "--character", type=int, required=True, help="zero-based UTF-16 column of the cursor"
+    )
+    parser.add_argument("--json", action="store_true", help="print items and timings as JSON")
+    parser.add_argument("--model", help="model folder or hub id (default: the bundled model)")
+    parser.add_argument("--settings", help="JSON object of wisp settings, as an editor sends them")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lsp_server.loading import load_engine
+    from lsp_server.positions import offset_at
+    from lsp_server.settings import parse_settings
+    from model_runtime.backend import ModelLoadError
+    from model_runtime.engine import CompletionRequest
+
+    try:
+        text = args.path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"wisp: cannot read {args.path}: {exc}", file=sys.stderr)
+        return 2
+    raw = json.loads(args.settings) if args.settings else {}
+    if args.model:
+        raw["model"] = args.model
+    settings, warnings = parse_settings(raw)
+    for warning in warnings:
+        print(f"wisp: {warning}", file=sys.stderr)
+    try:
+        engine = load_engine(settings)
+    except ModelLoadError as exc:
+        print(f"wisp: cannot load the model: {exc}", file=sys.stderr)
+        return 1
+    position = types.Position(line=max(args.line, 0), character=max(args.character, 0))
+    offset = offset_at(text, position, types.PositionEncodingKind.Utf16).offset
+    result = engine.complete(CompletionRequest(text, offset, args.path.name))
+    if args.json:
+        items = [{"text": s.text, "score": round(s.score, 4)} for s in result.suggestions]
+        timings = {k: round(v, 2) for k, v in result.timings_ms.items()}
+        print(json.dumps({"items": items, "timings_ms": timings}, ensure_ascii=False))
+    else:
+        for suggestion in result.suggestions:
+            print(suggestion.text)
+    return 0

@@ -1,0 +1,12 @@
+"""LSP handlers, one module per feature; each module's `register` attaches them to a server."""
+
+from lsp_server.features import completion, lifecycle
+from lsp_server.server import WispServer
+
+
+def create_server() -> WispServer:
+    """A server with every feature registered."""
+    server = WispServer()
+    lifecycle.register(server)
+    completion.register(server)
+    return server

@@ -1,0 +1,25 @@
+"""textDocument/inlineCompletion and textDocument/completion."""
+
+from __future__ import annotations
+
+from lsprotocol import types
+
+from lsp_server.items import completion_items, inline_items
+from lsp_server.requests import suggest
+from lsp_server.server import WispServer
+
+
+def register(server: WispServer) -> None:
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(
+        ls: WispServer, params: types.InlineCompletionParams
+    ) -> types.InlineCompletionList:
+        found = await suggest(ls, params.text_document.uri, params.position)
+        return inline_items(found.suggestions, found.cursor, found.replaced_units)
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
+    async def completion(ls: WispServer, params: types.CompletionParams) -> types.CompletionList:
+        found = await suggest(ls, params.text_document.uri, params.position)
+        return completion_items(
+            found.suggestions, found.cursor, found.replaced_units, found.language
+        )

@@ -1,0 +1,59 @@
+"""Suggestions -> LSP items, for inline completion and the classic completion menu."""
+
+from __future__ import annotations
+
+from lsprotocol import types
+
+from model_runtime.postprocess import Suggestion
+
+
+def replace_range(cursor: types.Position, replaced_units: int) -> types.Range:
+    """The same-line range from the cursor over `replaced_units` code units."""
+    end = types.Position(line=cursor.line, character=cursor.character + replaced_units)
+    return types.Range(start=cursor, end=end)
+
+
+def inline_items(
+    suggestions: list[Suggestion], cursor: types.Position, replaced_units: list[int]
+) -> types.InlineCompletionList:
+    """Ghost-text items; a range only where a suggestion replaces text right of the cursor."""
+    return types.InlineCompletionList(
+        items=[
+            types.InlineCompletionItem(
+                insert_text=s.text,
+                range=replace_range(cursor, units) if units else None,
+            )
+            for s, units in zip(suggestions, replaced_units, strict=True)
+        ]
+    )
+
+
+def label_for(text: str) -> str:
+    """The first line that has content, trimmed, as a completion menu label."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+
+
+def completion_items(
+    suggestions: list[Suggestion],
+    cursor: types.Position,
+    replaced_units: list[int],
+    language: str,
+) -> types.CompletionList:
+    """Menu items for clients without inline completion; incomplete so typing asks again."""
+    items = [
+        types.CompletionItem(
+            label=label_for(s.text),
+            kind=types.CompletionItemKind.Text,
+            detail="wisp",
+            sort_text=f"{rank:04d}",
+            filter_text=s.text,
+            preselect=rank == 0,
+            insert_text_format=types.InsertTextFormat.PlainText,
+            text_edit=types.TextEdit(range=replace_range(cursor, units), new_text=s.text),
+            documentation=types.MarkupContent(
+                kind=types.MarkupKind.Markdown, value=f"```{language}\n{s.text}\n```"
+            ),
+        )
+        for rank, (s, units) in enumerate(zip(suggestions, replaced_units, strict=True))
+    ]
+    return types.CompletionList(is_incomplete=True, items=items)

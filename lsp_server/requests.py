@@ -1,0 +1,78 @@
+"""From an LSP request to suggestions: find the document and cursor, run the engine."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lsprotocol import types
+
+from lsp_server.positions import offset_at, position_at, units
+from lsp_server.server import WispServer
+from model_runtime.context import cursor_context
+from model_runtime.engine import CompletionRequest
+from model_runtime.postprocess import Suggestion
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Found:
+    """Suggestions at a cursor, with the cursor as the client should see it (clamped)."""
+
+    cursor: types.Position
+    suggestions: list[Suggestion] = field(default_factory=list)
+    replaced_units: list[int] = field(default_factory=list)
+    language: str = ""
+
+
+async def suggest(ls: WispServer, uri: str, position: types.Position) -> Found:
+    """Suggestions for `uri` at `position`; empty (with a logged reason) when there are none."""
+    nothing = Found(position)
+    doc = ls.workspace.text_documents.get(uri)
+    if doc is None:
+        log.info("no completion: %s was never opened", uri)
+        return nothing
+    if doc.language_id in ls.settings.disabled_languages:
+        log.info("no completion: language %s is disabled", doc.language_id)
+        return nothing
+    engine = ls.engine
+    if engine is None:
+        log.info("no completion: the model is %s", ls.model_state)
+        return nothing
+    encoding = str(ls.workspace.position_encoding or types.PositionEncodingKind.Utf16)
+    text = doc.source
+    located = offset_at(text, position, encoding)
+    if located.clamped:
+        log.info(
+            "position %s:%s is past the end; using %s",
+            position.line,
+            position.character,
+            located.offset,
+        )
+    cursor = position_at(text, located.offset, encoding)
+    request = CompletionRequest(
+        text, located.offset, _display_path(ls, doc.path), doc.language_id or ""
+    )
+    result = await ls.scheduler.run(uri, lambda cancel: engine.complete(request, cancel))
+    if result is None or result.cancelled:
+        log.info("no completion: request for %s was superseded or cancelled", uri)
+        return Found(cursor, language=request.language)
+    log.debug("completion timings %s", result.timings_ms)
+    line_suffix = cursor_context(text, located.offset).line_suffix
+    replaced = [units(line_suffix[: s.replace], encoding) for s in result.suggestions]
+    return Found(cursor, result.suggestions, replaced, request.language)
+
+
+def _display_path(ls: WispServer, path: str | None) -> str:
+    """The document's path relative to the workspace root, as models saw paths in training."""
+    if not path:
+        return ""
+    root = ls.workspace.root_path
+    if root:
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return Path(path).name

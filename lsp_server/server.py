@@ -1,0 +1,109 @@
+"""The wisp language server: its state, and the glue between settings, model and handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Coroutine
+from typing import Any, Literal
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from lsp_server import __version__
+from lsp_server.scheduler import Scheduler
+from lsp_server.settings import Settings, parse_settings
+from model_runtime.backend import ModelLoadError
+from model_runtime.engine import CompletionEngine
+
+log = logging.getLogger(__name__)
+
+ModelState = Literal["idle", "loading", "ready", "error"]
+STATUS_NOTIFICATION = "wisp/status"
+
+
+class WispServer(LanguageServer):
+    """Holds the settings, the loaded engine and the model's state for one editor session."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "wisp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental
+        )
+        self.settings = Settings()
+        self.settings_raw: Any = None  # initializationOptions, applied once initialized
+        self.engine: CompletionEngine | None = None
+        self.model_state: ModelState = "idle"
+        self.scheduler = Scheduler()
+        self._loaded_key: tuple[Any, ...] | None = None
+        self._load_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run `coro` in the background, keeping a reference until it finishes."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def tell_user(self, kind: types.MessageType, message: str) -> None:
+        """Show `message` in the editor and write it to the editor's log and ours."""
+        log.log(logging.ERROR if kind == types.MessageType.Error else logging.WARNING, message)
+        text = f"wisp: {message}"
+        self.window_show_message(types.ShowMessageParams(type=kind, message=text))
+        self.window_log_message(types.LogMessageParams(type=kind, message=text))
+
+    def publish_status(self, state: ModelState, message: str) -> None:
+        self.model_state = state
+        self.protocol.notify(STATUS_NOTIFICATION, {"state": state, "message": message})
+
+    def update_settings(self, raw: Any) -> None:
+        """Take new settings (invalid parts fall back, with a warning) and reload if needed."""
+        self.settings, warnings = parse_settings(raw, self.settings)
+        for warning in warnings:
+            self.tell_user(types.MessageType.Warning, warning)
+        if self.engine is not None:
+            self.engine.options = self.settings.engine_options()
+        if self.settings.load_key() != self._loaded_key:
+            self.start_loading()
+
+    def start_loading(self) -> None:
+        """(Re)load the model in the background; a newer load supersedes an unfinished one."""
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        self._loaded_key = self.settings.load_key()
+        self._load_task = self.spawn(self._load(self.settings))
+
+    async def _load(self, settings: Settings) -> None:
+        from lsp_server.loading import load_engine  # heavy imports stay off the start-up path
+
+        self.engine = None
+        progress = await self._begin_progress("Loading model")
+        self.publish_status("loading", "loading the completion model")
+        try:
+            engine = await asyncio.to_thread(load_engine, settings)
+        except ModelLoadError as exc:
+            self.tell_user(types.MessageType.Error, f"cannot load the model: {exc}")
+            self.publish_status("error", str(exc))
+            return
+        finally:
+            self._end_progress(progress)
+        self.engine = engine
+        self.publish_status("ready", f"model {engine.backend.name} ready")
+
+    async def _begin_progress(self, title: str) -> str | None:
+        caps = self.client_capabilities.window
+        if caps is None or not caps.work_done_progress:
+            return None
+        token = f"wisp-{uuid.uuid4()}"
+        try:
+            await asyncio.wait_for(self.work_done_progress.create_async(token), timeout=5)
+        except Exception:  # a client that does not answer must not stall loading
+            log.warning("client did not accept a progress token")
+            return None
+        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=f"wisp: {title}"))
+        return token
+
+    def _end_progress(self, token: str | None) -> None:
+        if token is not None:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message="done"))

@@ -1,0 +1,158 @@
+"""User settings: one fully defaulted model, camelCase on the wire, forgiving on bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from model_runtime.engine import EngineOptions
+from model_runtime.templates import TEMPLATES
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting with its default; `Settings()` is a valid configuration."""
+
+    model: str | None = None
+    device: str = "auto"
+    quantization: str = "none"
+    trust_remote_code: bool = False
+    max_new_tokens: int = 48
+    num_candidates: int = 1
+    context_tokens: int = 1024
+    temperature: float = 0.2
+    multiline: str = "auto"
+    disabled_languages: tuple[str, ...] = field(default_factory=tuple)
+    fim_template: str | None = None
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(
+            max_new_tokens=self.max_new_tokens,
+            num_candidates=self.num_candidates,
+            context_tokens=self.context_tokens,
+            temperature=self.temperature,
+            multiline=self.multiline,  # type: ignore[arg-type]  # validated by parse_settings
+        )
+
+    def load_key(self) -> tuple[Any, ...]:
+        """The settings that need a model reload when they change."""
+        return (
+            self.model,
+            self.device,
+            self.quantization,
+            self.trust_remote_code,
+            self.fim_template,
+        )
+
+
+def _choice(*allowed: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    return check
+
+
+def _int_range(low: int, high: int) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}")
+        return value
+
+    return check
+
+
+def _float_range(low: float, high: float) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
+            raise ValueError(f"must be a number from {low} to {high}")
+        return float(value)
+
+    return check
+
+
+def _optional_text(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _template_name(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    return _choice(*TEMPLATES)(value)
+
+
+def _boolean(value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _languages(value: Any) -> Any:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of language ids")
+    return tuple(value)
+
+
+VALIDATORS: dict[str, Callable[[Any], Any]] = {
+    "model": _optional_text,
+    "device": _choice("auto", "cpu", "cuda"),
+    "quantization": _choice("none", "int8"),
+    "trust_remote_code": _boolean,
+    "max_new_tokens": _int_range(1, 512),
+    "num_candidates": _int_range(1, 8),
+    "context_tokens": _int_range(64, 32768),
+    "temperature": _float_range(0.0, 2.0),
+    "multiline": _choice("auto", "always", "never"),
+    "disabled_languages": _languages,
+    "fim_template": _template_name,
+}
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
+    """Settings from a client's JSON (`{"wisp": {...}}` or the section itself), and warnings.
+
+    Keys that are missing keep the value in `base` (the defaults when None). Keys that are
+    unknown or invalid are ignored, each with a warning naming it.
+    """
+    base = base or Settings()
+    if raw is None:
+        return base, []
+    if isinstance(raw, Mapping) and isinstance(raw.get("wisp"), Mapping):
+        raw = raw["wisp"]
+    if not isinstance(raw, Mapping):
+        return base, [f"settings must be an object, got {type(raw).__name__}; using defaults"]
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    warnings: list[str] = []
+    for key, value in raw.items():
+        name = snake(str(key))
+        if name not in known:
+            warnings.append(f"unknown setting {key!r} ignored")
+            continue
+        try:
+            values[name] = VALIDATORS[name](value)
+        except ValueError as exc:
+            default = getattr(base, name)
+            warnings.append(f"setting {camel(name)!r}: {exc}; got {value!r}, using {default!r}")
+    return dataclasses.replace(base, **values), warnings

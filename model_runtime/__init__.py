@@ -1,0 +1,1 @@
+"""wisp's model runtime: context, prompts, generation, and post-processing."""

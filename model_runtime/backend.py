@@ -1,0 +1,81 @@
+"""The interface every model backend implements, and the values that cross it."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from model_runtime.stopping import StopReason
+from model_runtime.templates import FimTemplate
+
+
+class ModelLoadError(Exception):
+    """A model could not be loaded; the message names the cause for the user."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to draw candidates. The first candidate is greedy; the rest are sampled."""
+
+    max_new_tokens: int = 64
+    num_candidates: int = 1
+    temperature: float = 0.2
+    top_p: float = 0.95
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_new_tokens <= 4096:
+            raise ValueError(f"max_new_tokens must be in 1..4096, got {self.max_new_tokens}")
+        if not 1 <= self.num_candidates <= 16:
+            raise ValueError(f"num_candidates must be in 1..16, got {self.num_candidates}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"temperature must be in 0..2, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt to continue, with what ends each candidate."""
+
+    prompt: str
+    params: SamplingParams
+    stop_strings: tuple[str, ...] = ()
+    single_line: bool = False
+
+
+@dataclass
+class Candidate:
+    """One generated continuation with the log-probability of each of its tokens."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    stop_reason: StopReason | None = None
+
+    @property
+    def mean_logprob(self) -> float:
+        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else -math.inf
+
+
+@dataclass
+class GenerationResult:
+    candidates: list[Candidate]
+    prompt_tokens: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """A loaded model that continues prompts. Implementations own all tensor code."""
+
+    name: str
+    template: FimTemplate
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event) -> GenerationResult: ...

@@ -1,0 +1,79 @@
+"""The completion pipeline: document -> context -> prompt -> model -> candidates -> suggestions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from model_runtime.backend import Backend, GenerationRequest, SamplingParams
+from model_runtime.context import MultilineMode, cursor_context, wants_multiline
+from model_runtime.postprocess import Suggestion, to_suggestions
+from model_runtime.prompt import build_prompt
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The settings that shape one completion."""
+
+    max_new_tokens: int = 64
+    num_candidates: int = 1
+    context_tokens: int = 1024
+    temperature: float = 0.2
+    multiline: MultilineMode = "auto"
+    seed: int | None = 0
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A document's text and a cursor offset (in code points) into it."""
+
+    text: str
+    offset: int
+    path: str = ""
+    language: str = ""
+
+
+@dataclass
+class CompletionResult:
+    suggestions: list[Suggestion]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    cancelled: bool = False
+
+
+class CompletionEngine:
+    """Runs the pipeline on one backend; thread-compatible, one call at a time."""
+
+    def __init__(self, backend: Backend, options: EngineOptions | None = None) -> None:
+        self.backend = backend
+        self.options = options or EngineOptions()
+
+    def complete(
+        self, request: CompletionRequest, cancel: threading.Event | None = None
+    ) -> CompletionResult:
+        cancel = cancel or threading.Event()
+        opts = self.options
+        started = time.perf_counter()
+        ctx = cursor_context(request.text, request.offset, request.path, request.language)
+        multiline = wants_multiline(ctx, opts.multiline)
+        prompt = build_prompt(ctx, self.backend.template, self.backend, opts.context_tokens)
+        prompt_ms = (time.perf_counter() - started) * 1000
+        params = SamplingParams(
+            max_new_tokens=opts.max_new_tokens,
+            num_candidates=opts.num_candidates,
+            temperature=opts.temperature,
+            seed=opts.seed,
+        )
+        stops = self.backend.template.stop_tokens
+        generation = self.backend.generate(
+            GenerationRequest(prompt.text, params, stops, single_line=not multiline), cancel
+        )
+        if cancel.is_set():
+            return CompletionResult([], {"prompt": prompt_ms}, cancelled=True)
+        suggestions = to_suggestions(generation.candidates, ctx, stops, one_line=not multiline)
+        timings = {
+            "prompt": prompt_ms,
+            **generation.timings_ms,
+            "total": (time.perf_counter() - started) * 1000,
+        }
+        return CompletionResult(suggestions, timings)

@@ -1,0 +1,68 @@
+"""Stop criteria: small callables that look at a candidate so far and return why to stop."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+StopReason = Literal["eos", "fim_end", "stop_string", "newline", "max_tokens", "cancelled"]
+
+
+@dataclass
+class DecodeState:
+    """One candidate's progress: tokens chosen so far and the text they decode to."""
+
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+
+
+StopCriterion = Callable[[DecodeState], StopReason | None]
+
+
+def eos(token_ids: Collection[int]) -> StopCriterion:
+    """Stop on the model's end-of-text token(s)."""
+    return lambda s: "eos" if s.token_ids and s.token_ids[-1] in token_ids else None
+
+
+def fim_end(token_ids: Collection[int]) -> StopCriterion:
+    """Stop on tokens that end a fill-in-the-middle answer (file separator, FIM pad, ...)."""
+    return lambda s: "fim_end" if s.token_ids and s.token_ids[-1] in token_ids else None
+
+
+def stop_strings(strings: Sequence[str]) -> StopCriterion:
+    """Stop once the text contains any of `strings`."""
+    wanted = [s for s in strings if s]
+    return lambda s: "stop_string" if any(w in s.text for w in wanted) else None
+
+
+def single_line() -> StopCriterion:
+    """Stop at the end of the current line."""
+    return lambda s: "newline" if "\n" in s.text else None
+
+
+def max_tokens(limit: int) -> StopCriterion:
+    """Stop after `limit` tokens."""
+    return lambda s: "max_tokens" if len(s.token_ids) >= limit else None
+
+
+def cancelled(event: threading.Event) -> StopCriterion:
+    """Stop as soon as someone sets `event` (a superseding request, `$/cancelRequest`)."""
+    return lambda _s: "cancelled" if event.is_set() else None
+
+
+def first_reason(criteria: Sequence[StopCriterion], state: DecodeState) -> StopReason | None:
+    """The reason of the first criterion that fires, or None to go on."""
+    for criterion in criteria:
+        if (reason := criterion(state)) is not None:
+            return reason
+    return None
+
+
+def cut_at_stops(text: str, strings: Sequence[str], one_line: bool) -> str:
+    """The text before the earliest stop string (and, for one line, before the line break)."""
+    ends = [text.find(s) for s in strings if s and s in text]
+    if one_line and "\n" in text:
+        ends.append(text.find("\n"))
+    return text[: min(ends)] if ends else text

@@ -1,0 +1,277 @@
+"""The local backend: a causal LM run in-process with torch and transformers.
+
+This is the only module of the runtime that imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+from transformers.utils import logging as hf_logging
+
+from model_runtime.backend import (
+    Candidate,
+    GenerationRequest,
+    GenerationResult,
+    ModelLoadError,
+    SamplingParams,
+)
+from model_runtime.stopping import (
+    DecodeState,
+    StopCriterion,
+    StopReason,
+    cancelled,
+    eos,
+    fim_end,
+    first_reason,
+    max_tokens,
+    single_line,
+    stop_strings,
+)
+from model_runtime.templates import FimTemplate, detect_template, get_template
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Where the model comes from and how to run it."""
+
+    source: str
+    device: str = "auto"  # auto | cpu | cuda
+    quantization: str = "none"  # none | int8
+    trust_remote_code: bool = False
+    fim_template: str | None = None  # registry name; None detects it from the model
+
+
+def pick_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was requested but no CUDA device is available")
+    return requested
+
+
+def load_backend(options: LoadOptions) -> TransformersBackend:
+    """Load tokenizer and model; every failure becomes a ModelLoadError naming the cause."""
+    source = options.source
+    local = Path(source).expanduser()
+    if _looks_like_path(source) and not local.is_dir():
+        raise ModelLoadError(f"model folder {source!r} does not exist")
+    where = str(local) if local.is_dir() else source
+    device = pick_device(options.device)
+    hf_logging.disable_progress_bar()
+    try:
+        config = AutoConfig.from_pretrained(where, trust_remote_code=options.trust_remote_code)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, JSON errors
+        raise ModelLoadError(
+            f"cannot read the model config of {source!r}: {_first_line(exc)}"
+        ) from exc
+    if not _is_causal_lm(config, options.trust_remote_code):
+        raise ModelLoadError(
+            f"{source!r} is not a causal language model "
+            f"(model type {getattr(config, 'model_type', '?')!r})"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            where, trust_remote_code=options.trust_remote_code
+        )
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot load the tokenizer of {source!r}: {_first_line(exc)}"
+        ) from exc
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model: Any  # transformers' own annotations of `.to` and friends confuse type checkers
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            where,
+            config=config,
+            dtype=dtype,
+            use_safetensors=None,  # safetensors when present, else the pickled weights
+            trust_remote_code=options.trust_remote_code,
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the weights of {source!r}: {_first_line(exc)}") from exc
+    model.to(device).eval()
+    if options.quantization == "int8":
+        model = _quantize_int8(model, device)
+    template = (
+        get_template(options.fim_template)
+        if options.fim_template
+        else detect_template(
+            _special_tokens(tokenizer),
+            getattr(config, "model_type", None),
+            getattr(config, "fim_template", None),
+        )
+    )
+    log.info("loaded %s on %s (template %s)", source, device, template.name)
+    return TransformersBackend(source, model, tokenizer, template, device)
+
+
+def _is_causal_lm(config: PretrainedConfig, trust_remote_code: bool) -> bool:
+    if trust_remote_code and "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {}):
+        return True
+    return type(config) in AutoModelForCausalLM._model_mapping
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _special_tokens(tokenizer) -> set[str]:
+    tokens = set(getattr(tokenizer, "all_special_tokens", []))
+    tokens.update(str(t) for t in getattr(tokenizer, "added_tokens_decoder", {}).values())
+    return tokens
+
+
+def _quantize_int8(model: PreTrainedModel, device: str) -> PreTrainedModel:
+    if device != "cpu":
+        raise ModelLoadError("quantization 'int8' runs on the CPU only; use device 'cpu'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+class TransformersBackend:
+    """Runs one request at a time with an own decode loop: cancellable at every step."""
+
+    def __init__(self, name: str, model, tokenizer, template: FimTemplate, device: str) -> None:
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+        self.device = device
+        # A FIM marker in the answer means the model lost its place: end the candidate there.
+        markers = (template.prefix_token, template.suffix_token, template.middle_token)
+        self._end_ids = self._token_ids((*template.stop_tokens, *markers))
+        if tokenizer.eos_token_id is not None:
+            self._end_ids.add(int(tokenizer.eos_token_id))
+        self._fim_end_ids = self._end_ids - {tokenizer.eos_token_id}
+
+    def _token_ids(self, tokens: Sequence[str]) -> set[int]:
+        vocab = self.tokenizer.get_vocab()
+        return {vocab[t.strip()] for t in tokens if t.strip() in vocab}
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=False))
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event) -> GenerationResult:
+        ids = self.encode(request.prompt)
+        if self.template.add_bos and self.tokenizer.bos_token_id is not None:
+            ids = [int(self.tokenizer.bos_token_id), *ids]
+        params = request.params
+        criteria = [
+            cancelled(cancel),
+            eos(
+                {int(self.tokenizer.eos_token_id)}
+                if self.tokenizer.eos_token_id is not None
+                else set()
+            ),
+            fim_end(self._fim_end_ids),
+            stop_strings(request.stop_strings),
+            *([single_line()] if request.single_line else []),
+            max_tokens(params.max_new_tokens),
+        ]
+        with torch.inference_mode():
+            return self._decode(ids, params, criteria, cancel)
+
+    def _decode(
+        self,
+        ids: list[int],
+        params: SamplingParams,
+        criteria: list[StopCriterion],
+        cancel: threading.Event,
+    ) -> GenerationResult:
+        started = time.perf_counter()
+        n = params.num_candidates
+        generator = torch.Generator(device=self.device)
+        if params.seed is not None:
+            generator.manual_seed(params.seed)
+        out = self.model(torch.tensor([ids], device=self.device), use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1, :]
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits = logits.expand(n, -1)
+        prefill_ms = (time.perf_counter() - started) * 1000
+        states = [DecodeState() for _ in range(n)]
+        reasons: list[StopReason | None] = [None] * n
+        logprob_lists: list[list[float]] = [[] for _ in range(n)]
+        steps = 0
+        while not cancel.is_set():
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            chosen = self._choose(logprobs, params, generator)
+            for i in range(n):
+                if reasons[i] is None:
+                    self._append(
+                        states[i], logprob_lists[i], int(chosen[i]), float(logprobs[i, chosen[i]])
+                    )
+                    reasons[i] = first_reason(criteria, states[i])
+            steps += 1
+            if all(r is not None for r in reasons):
+                break
+            out = self.model(chosen.view(n, 1), past_key_values=cache, use_cache=True)
+            cache, logits = out.past_key_values, out.logits[:, -1, :]
+        candidates = [
+            self._candidate(state, lps, reason or "cancelled")
+            for state, lps, reason in zip(states, logprob_lists, reasons, strict=True)
+        ]
+        total_ms = (time.perf_counter() - started) * 1000
+        return GenerationResult(
+            candidates,
+            prompt_tokens=len(ids),
+            timings_ms={"prefill": prefill_ms, "decode": total_ms - prefill_ms, "steps": steps},
+        )
+
+    def _choose(
+        self, logprobs: torch.Tensor, params: SamplingParams, generator: torch.Generator
+    ) -> torch.Tensor:
+        greedy = logprobs.argmax(dim=-1)
+        if logprobs.shape[0] == 1 or params.temperature == 0:
+            return greedy
+        probs = torch.softmax(logprobs / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(dim=-1) - sorted_probs > params.top_p
+            probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+        sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        sampled[0] = greedy[0]
+        return sampled
+
+    def _append(
+        self, state: DecodeState, logprobs: list[float], token: int, logprob: float
+    ) -> None:
+        state.token_ids.append(token)
+        logprobs.append(logprob)
+        if token not in self._end_ids:
+            state.text = self.decode(state.token_ids)
+
+    def _candidate(
+        self, state: DecodeState, logprobs: list[float], reason: StopReason
+    ) -> Candidate:
+        ids = state.token_ids
+        if ids and ids[-1] in self._end_ids:
+            ids, logprobs = ids[:-1], logprobs[:-1]
+        return Candidate(self.decode(ids), list(ids), logprobs, reason)

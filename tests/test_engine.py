@@ -1,0 +1,64 @@
+"""The pipeline from document and cursor to suggestions, on a scripted backend."""
+
+from __future__ import annotations
+
+import threading
+
+from fake_backend import FakeBackend
+
+from model_runtime.engine import CompletionEngine, CompletionRequest, EngineOptions
+
+
+def complete(
+    answers: list[str], text: str, offset: int, **options: object
+) -> list[tuple[str, int]]:
+    engine = CompletionEngine(FakeBackend(answers), EngineOptions(**options))  # type: ignore[arg-type]
+    return [
+        (s.text, s.replace) for s in engine.complete(CompletionRequest(text, offset)).suggestions
+    ]
+
+
+def test_single_line_mid_line() -> None:
+    text = "print()\n"
+    assert complete(["'hi')\nprint('again')"], text, 6) == [("'hi')", 1)]
+
+
+def test_multiline_on_an_empty_line() -> None:
+    text = "def f():\n    \n"
+    assert complete(["return 1\n    # done\n\n"], text, 13) == [("return 1\n    # done", 0)]
+
+
+def test_multiline_never() -> None:
+    text = "def f():\n    \n"
+    assert complete(["return 1\n    # done"], text, 13, multiline="never") == [("return 1", 0)]
+
+
+def test_candidates_are_ranked_and_deduplicated() -> None:
+    got = complete(["a", "b", "a"], "x = \n", 4, num_candidates=3)
+    assert got == [("a", 0), ("b", 0)]
+
+
+def test_prompt_uses_template_path_and_budget() -> None:
+    backend = FakeBackend(["1"])
+    engine = CompletionEngine(backend, EngineOptions(context_tokens=64))
+    text = "".join(f"line{i}\n" for i in range(100)) + "x = "
+    engine.complete(CompletionRequest(text, len(text), path="pkg/a.py"))
+    request = backend.requests[0]
+    assert request.prompt.startswith("<|file_sep|>pkg/a.py\n<|fim_suffix|>")
+    assert request.prompt.endswith("x = <|fim_middle|>")
+    assert len(request.prompt) < 64 + 60
+    assert request.single_line
+
+
+def test_cancelled_before_start_returns_nothing() -> None:
+    cancel = threading.Event()
+    cancel.set()
+    engine = CompletionEngine(FakeBackend(["a"]))
+    result = engine.complete(CompletionRequest("x = ", 4), cancel)
+    assert result.cancelled and result.suggestions == []
+
+
+def test_timings_are_reported() -> None:
+    engine = CompletionEngine(FakeBackend(["a"]))
+    result = engine.complete(CompletionRequest("x = ", 4))
+    assert {"prompt", "total"} <= set(result.timings_ms)

@@ -1,0 +1,127 @@
+"""The local backend on tiny models loaded through the real `from_pretrained` path."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from tiny_model import build_tiny_model
+
+from model_runtime.backend import GenerationRequest, ModelLoadError, SamplingParams
+from model_runtime.transformers_backend import LoadOptions, TransformersBackend, load_backend
+
+
+@pytest.fixture(scope="module")
+def x_backend(x_model: Path) -> TransformersBackend:
+    return load_backend(LoadOptions(str(x_model)))
+
+
+def ask(backend: TransformersBackend, cancel: threading.Event | None = None, **params: object):
+    request = GenerationRequest(
+        "<|fim_suffix|><|fim_prefix|>x = <|fim_middle|>", SamplingParams(**params)
+    )  # type: ignore[arg-type]
+    return backend.generate(request, cancel or threading.Event())
+
+
+def test_template_comes_from_the_config(x_backend: TransformersBackend) -> None:
+    assert x_backend.template.name == "wisp"
+
+
+def test_template_detected_from_tokens_without_config_hint(tmp_path: Path) -> None:
+    folder = build_tiny_model(tmp_path / "m", fim_template=None)
+    assert load_backend(LoadOptions(str(folder))).template.name == "qwen2.5-coder"
+    overridden = load_backend(LoadOptions(str(folder), fim_template="starcoder"))
+    assert overridden.template.name == "starcoder"
+
+
+def test_candidates_carry_per_token_logprobs(x_backend: TransformersBackend) -> None:
+    result = ask(x_backend, max_new_tokens=6)
+    [cand] = result.candidates
+    assert cand.text == "xxxxxx" and cand.stop_reason == "max_tokens"
+    assert len(cand.logprobs) == len(cand.token_ids) == 6
+    assert all(-0.1 < lp <= 0 for lp in cand.logprobs)
+    assert result.prompt_tokens > 3 and result.timings_ms["steps"] == 6
+
+
+def test_several_candidates_sampled_from_random_model(random_model: Path) -> None:
+    backend = load_backend(LoadOptions(str(random_model)))
+    result = ask(backend, max_new_tokens=8, num_candidates=4, temperature=1.5, seed=1)
+    assert len(result.candidates) == 4
+    greedy = ask(backend, max_new_tokens=8)
+    assert result.candidates[0].token_ids == greedy.candidates[0].token_ids
+    assert len({tuple(c.token_ids) for c in result.candidates}) > 1
+    for cand in result.candidates:
+        assert len(cand.logprobs) == len(cand.token_ids)  # the end token is not part of it
+
+
+def test_stop_reasons(x_backend: TransformersBackend) -> None:
+    request = GenerationRequest("x", SamplingParams(max_new_tokens=50), stop_strings=("xxx",))
+    [cand] = x_backend.generate(request, threading.Event()).candidates
+    assert cand.stop_reason == "stop_string" and cand.text == "xxx"
+
+
+def test_cancel_stops_within_a_step(x_backend: TransformersBackend) -> None:
+    cancel = threading.Event()
+    result_box: list = []
+    worker = threading.Thread(
+        target=lambda: result_box.append(ask(x_backend, cancel, max_new_tokens=4000))
+    )
+    worker.start()
+    time.sleep(0.3)
+    cancel.set()
+    set_at = time.perf_counter()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    stopped_after_ms = (time.perf_counter() - set_at) * 1000
+    [cand] = result_box[0].candidates
+    assert cand.stop_reason == "cancelled"
+    assert len(cand.token_ids) < 4000
+    assert stopped_after_ms < 1000, "cancel took longer than a decode step should"
+
+
+def test_int8_generates_the_same(x_model: Path, x_backend: TransformersBackend) -> None:
+    quantized = load_backend(LoadOptions(str(x_model), quantization="int8"))
+    assert ask(quantized, max_new_tokens=4).candidates[0].text == "xxxx"
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("missing", "does not exist"),
+        ("broken_config", "cannot read the model config"),
+        ("not_causal", "not a causal language model"),
+        ("no_weights", "cannot load the weights"),
+    ],
+)
+def test_load_errors_name_the_cause(
+    tmp_path: Path, x_model: Path, setup: str, message: str
+) -> None:
+    folder = tmp_path / setup
+    if setup != "missing":
+        folder.mkdir()
+    if setup == "broken_config":
+        (folder / "config.json").write_text("{not json")
+    if setup == "not_causal":
+        (folder / "config.json").write_text('{"model_type": "clip_vision_model"}')
+    if setup == "no_weights":
+        for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+            (folder / name).write_bytes((x_model / name).read_bytes())
+    with pytest.raises(ModelLoadError, match=message):
+        load_backend(LoadOptions(str(folder)))
+
+
+def test_hub_id_without_network_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="acme/no-such-coder"):
+        load_backend(LoadOptions("acme/no-such-coder"))
+
+
+def test_cuda_without_a_gpu_is_refused(x_model: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ModelLoadError, match="no CUDA device"):
+        load_backend(LoadOptions(str(x_model), device="cuda"))
