@@ -73,6 +73,7 @@ class Backend(Protocol):
 
     name: str
     template: FimTemplate
+    context_window: int | None  # positions the model was built for; None when unbounded
 
     def encode(self, text: str) -> list[int]: ...
 

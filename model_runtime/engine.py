@@ -10,6 +10,7 @@ from model_runtime.backend import Backend, GenerationRequest, SamplingParams
 from model_runtime.context import MultilineMode, cursor_context, wants_multiline
 from model_runtime.postprocess import Suggestion, to_suggestions
 from model_runtime.prompt import build_prompt
+from model_runtime.templates import PromptParts
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,15 @@ class CompletionResult:
     cancelled: bool = False
 
 
+def code_budget(backend: Backend, opts: EngineOptions, path: str) -> int:
+    """Tokens left for code: the setting, capped so prompt and answer fit the model's window."""
+    if not backend.context_window:
+        return opts.context_tokens
+    overhead = len(backend.encode(backend.template.render(PromptParts("", "", path))))
+    room = backend.context_window - opts.max_new_tokens - overhead - int(backend.template.add_bos)
+    return max(0, min(opts.context_tokens, room))
+
+
 class CompletionEngine:
     """Runs the pipeline on one backend; thread-compatible, one call at a time."""
 
@@ -56,7 +66,8 @@ class CompletionEngine:
         started = time.perf_counter()
         ctx = cursor_context(request.text, request.offset, request.path, request.language)
         multiline = wants_multiline(ctx, opts.multiline)
-        prompt = build_prompt(ctx, self.backend.template, self.backend, opts.context_tokens)
+        budget = code_budget(self.backend, opts, ctx.path)
+        prompt = build_prompt(ctx, self.backend.template, self.backend, budget)
         prompt_ms = (time.perf_counter() - started) * 1000
         params = SamplingParams(
             max_new_tokens=opts.max_new_tokens,

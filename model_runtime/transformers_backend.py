@@ -161,6 +161,7 @@ class TransformersBackend:
         self.tokenizer = tokenizer
         self.template = template
         self.device = device
+        self.context_window: int | None = getattr(model.config, "max_position_embeddings", None)
         # A FIM marker in the answer means the model lost its place: end the candidate there.
         markers = (template.prefix_token, template.suffix_token, template.middle_token)
         self._end_ids = self._token_ids((*template.stop_tokens, *markers))

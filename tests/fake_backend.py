@@ -13,6 +13,7 @@ class FakeBackend:
     """Characters are tokens; `answers` are returned as candidates, in order."""
 
     name = "fake"
+    context_window: int | None = None
 
     def __init__(self, answers: list[str], template: FimTemplate | None = None) -> None:
         self.answers = answers

@@ -62,3 +62,12 @@ def test_timings_are_reported() -> None:
     engine = CompletionEngine(FakeBackend(["a"]))
     result = engine.complete(CompletionRequest("x = ", 4))
     assert {"prompt", "total"} <= set(result.timings_ms)
+
+
+def test_prompt_is_capped_by_the_model_window() -> None:
+    backend = FakeBackend(["1"])
+    backend.context_window = 200
+    engine = CompletionEngine(backend, EngineOptions(context_tokens=1024, max_new_tokens=50))
+    text = "".join(f"line{i}\n" for i in range(100))
+    engine.complete(CompletionRequest(text, len(text)))
+    assert len(backend.encode(backend.requests[0].prompt)) + 50 <= 200

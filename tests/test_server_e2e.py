@@ -217,3 +217,16 @@ async def test_changing_the_model_reloads(x_model: Path, paren_model: Path) -> N
     session.open(URI, "q(\n")
     assert [i.insert_text for i in (await session.inline(URI, 0, 2)).items] == [")"]
     await stop(session)
+
+
+async def test_requests_while_loading_answer_empty(x_model: Path) -> None:
+    session, _ = await start({"model": str(x_model), "maxNewTokens": 2})
+    await session.wait_state("loading")
+    session.open(URI, "w = \n")
+    answer = await session.inline(URI, 0, 4)
+    ready_before_answer = any(s["state"] == "ready" for s in session.statuses)
+    # Loading imports torch in a worker thread (seconds); the answer comes before that ends.
+    assert ready_before_answer or not answer.items
+    await session.wait_state("ready")
+    assert [i.insert_text for i in (await session.inline(URI, 0, 4)).items] == ["xx"]
+    await stop(session)

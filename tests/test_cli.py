@@ -1,0 +1,100 @@
+"""The `wisp` command line: `complete` and `serve --tcp`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lsp_server.cli import main
+
+
+def test_complete_json(x_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "demo.py"
+    source.write_text("def f():\n    return \n")
+    settings = json.dumps({"maxNewTokens": 3})
+    argv = ["complete", str(source), "--line", "1", "--character", "11", "--json"]
+    assert main([*argv, "--model", str(x_model), "--settings", settings]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [item["text"] for item in out["items"]] == ["xxx"]
+    assert isinstance(out["items"][0]["score"], float)
+    assert {"prompt", "prefill", "decode", "total"} <= set(out["timings_ms"])
+
+
+def test_complete_plain_text(
+    x_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "demo.py"
+    source.write_text("x = ")
+    argv = ["complete", str(source), "--line", "0", "--character", "4", "--model", str(x_model)]
+    assert main([*argv, "--settings", '{"maxNewTokens": 2}']) == 0
+    assert capsys.readouterr().out == "xx\n"
+
+
+def test_complete_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "demo.py"
+    source.write_text("x = ")
+    argv = ["complete", str(source), "--line", "0", "--character", "4"]
+    assert main([*argv, "--model", str(tmp_path / "absent")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_complete_unreadable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["complete", str(tmp_path / "nope.py"), "--line", "0", "--character", "0"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _read_message(sock: socket.socket) -> dict:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    header, body = data.split(b"\r\n\r\n", 1)
+    length = int(header.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(4096)
+    return json.loads(body[:length])
+
+
+@pytest.mark.slow
+def test_serve_over_tcp_on_loopback() -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lsp_server.cli", "serve", "--tcp", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "server did not listen"
+                time.sleep(0.2)
+        with sock:
+            body = json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}
+            ).encode()
+            sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            reply = _read_message(sock)
+        assert reply["id"] == 1
+        assert reply["result"]["serverInfo"]["name"] == "wisp"
+        assert "inlineCompletionProvider" in reply["result"]["capabilities"]
+    finally:
+        server.terminate()
+        stdout, _ = server.communicate(timeout=10)
+    assert stdout == b""  # logs never go to stdout
