@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("lsp_server.commands.serve", "run the language server (stdio by default)"),
     "complete": ("lsp_server.commands.complete", "complete one file at one position"),
     "train": ("model_runtime.training.command", "train a fill-in-the-middle code model"),
+    "eval": ("model_runtime.evaluation.command", "evaluate completions on FIM benchmarks"),
 }
 
 
@@ -45,6 +46,8 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
     )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    if verbose < 2:  # pygls logs every message it sends at info level: only with -vv
+        logging.getLogger("pygls").setLevel(max(level, logging.WARNING))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

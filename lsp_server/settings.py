@@ -136,7 +136,7 @@ def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, li
     unknown or invalid are ignored, each with a warning naming it.
     """
     base = base or Settings()
-    if raw is None:
+    if raw is None or raw == []:  # Lua clients send an empty table as an empty list
         return base, []
     if isinstance(raw, Mapping) and isinstance(raw.get("wisp"), Mapping):
         raw = raw["wisp"]

@@ -12,6 +12,7 @@ from lsp_server.settings import Settings, parse_settings
 def test_empty_is_all_defaults() -> None:
     assert parse_settings({}) == (Settings(), [])
     assert parse_settings(None) == (Settings(), [])
+    assert parse_settings([]) == (Settings(), [])  # Neovim's empty Lua table
 
 
 def test_valid_camel_case_values() -> None:
