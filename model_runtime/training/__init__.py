@@ -1,0 +1,1 @@
+"""Training a small fill-in-the-middle code model: corpus, tokenizer, examples, loop, command."""
