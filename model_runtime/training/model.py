@@ -19,7 +19,6 @@ def build_config(preset: Preset, tokenizer: PreTrainedTokenizerFast) -> LlamaCon
         num_attention_heads=preset.heads,
         num_key_value_heads=preset.heads,
         max_position_embeddings=preset.seq_len,
-        rope_theta=10000.0,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerFast
@@ -109,7 +110,8 @@ def train_command(args: argparse.Namespace) -> int:
     )
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(preset, tokenizer).to(device)
+    model: Any = build_model(preset, tokenizer)  # transformers' `.to` confuses mypy
+    model.to(device)
     optimizer = make_optimizer(model, preset)
     state = load_checkpoint(checkpoint_dir, model, optimizer) if resume else TrainState()
     print(f"model: {parameter_count(model):,} parameters on {hardware()}", file=sys.stderr)
