@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from model_runtime.backend import SamplingParams
 from model_runtime.engine import EngineOptions
 from model_runtime.templates import TEMPLATES
 
@@ -29,11 +30,15 @@ class Settings:
     fim_template: str | None = None
 
     def engine_options(self) -> EngineOptions:
-        return EngineOptions(
+        sampling = SamplingParams(
             max_new_tokens=self.max_new_tokens,
             num_candidates=self.num_candidates,
-            context_tokens=self.context_tokens,
             temperature=self.temperature,
+            seed=0,
+        )
+        return EngineOptions(
+            sampling=sampling,
+            context_tokens=self.context_tokens,
             multiline=self.multiline,  # type: ignore[arg-type]  # validated by parse_settings
         )
 

@@ -15,14 +15,11 @@ from model_runtime.templates import PromptParts
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """The settings that shape one completion."""
+    """The settings that shape one completion: how to sample, how much context, what shape."""
 
-    max_new_tokens: int = 64
-    num_candidates: int = 1
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(seed=0))
     context_tokens: int = 1024
-    temperature: float = 0.2
     multiline: MultilineMode = "auto"
-    seed: int | None = 0
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,12 @@ def code_budget(backend: Backend, opts: EngineOptions, path: str) -> int:
     if not backend.context_window:
         return opts.context_tokens
     overhead = len(backend.encode(backend.template.render(PromptParts("", "", path))))
-    room = backend.context_window - opts.max_new_tokens - overhead - int(backend.template.add_bos)
+    room = (
+        backend.context_window
+        - opts.sampling.max_new_tokens
+        - overhead
+        - int(backend.template.add_bos)
+    )
     return max(0, min(opts.context_tokens, room))
 
 
@@ -69,15 +71,9 @@ class CompletionEngine:
         budget = code_budget(self.backend, opts, ctx.path)
         prompt = build_prompt(ctx, self.backend.template, self.backend, budget)
         prompt_ms = (time.perf_counter() - started) * 1000
-        params = SamplingParams(
-            max_new_tokens=opts.max_new_tokens,
-            num_candidates=opts.num_candidates,
-            temperature=opts.temperature,
-            seed=opts.seed,
-        )
         stops = self.backend.template.stop_tokens
         generation = self.backend.generate(
-            GenerationRequest(prompt.text, params, stops, single_line=not multiline), cancel
+            GenerationRequest(prompt.text, opts.sampling, stops, single_line=not multiline), cancel
         )
         if cancel.is_set():
             return CompletionResult([], {"prompt": prompt_ms}, cancelled=True)

@@ -6,16 +6,19 @@ import threading
 
 from fake_backend import FakeBackend
 
+from model_runtime.backend import SamplingParams
 from model_runtime.engine import CompletionEngine, CompletionRequest, EngineOptions
 
 
-def complete(
-    answers: list[str], text: str, offset: int, **options: object
-) -> list[tuple[str, int]]:
-    engine = CompletionEngine(FakeBackend(answers), EngineOptions(**options))  # type: ignore[arg-type]
-    return [
-        (s.text, s.replace) for s in engine.complete(CompletionRequest(text, offset)).suggestions
-    ]
+def options(max_new_tokens: int = 48, num_candidates: int = 1, **rest: object) -> EngineOptions:
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, num_candidates=num_candidates)
+    return EngineOptions(sampling=sampling, **rest)  # type: ignore[arg-type]
+
+
+def complete(answers: list[str], text: str, offset: int, **opts: object) -> list[tuple[str, int]]:
+    engine = CompletionEngine(FakeBackend(answers), options(**opts))  # type: ignore[arg-type]
+    result = engine.complete(CompletionRequest(text, offset))
+    return [(s.text, s.replace) for s in result.suggestions]
 
 
 def test_single_line_mid_line() -> None:
@@ -40,7 +43,7 @@ def test_candidates_are_ranked_and_deduplicated() -> None:
 
 def test_prompt_uses_template_path_and_budget() -> None:
     backend = FakeBackend(["1"])
-    engine = CompletionEngine(backend, EngineOptions(context_tokens=64))
+    engine = CompletionEngine(backend, options(context_tokens=64))
     text = "".join(f"line{i}\n" for i in range(100)) + "x = "
     engine.complete(CompletionRequest(text, len(text), path="pkg/a.py"))
     request = backend.requests[0]
@@ -67,7 +70,7 @@ def test_timings_are_reported() -> None:
 def test_prompt_is_capped_by_the_model_window() -> None:
     backend = FakeBackend(["1"])
     backend.context_window = 200
-    engine = CompletionEngine(backend, EngineOptions(context_tokens=1024, max_new_tokens=50))
+    engine = CompletionEngine(backend, options(context_tokens=1024, max_new_tokens=50))
     text = "".join(f"line{i}\n" for i in range(100))
     engine.complete(CompletionRequest(text, len(text)))
     assert len(backend.encode(backend.requests[0].prompt)) + 50 <= 200

@@ -93,7 +93,11 @@ def test_empty_strings_mean_default() -> None:
 def test_engine_options_follow_settings() -> None:
     settings, _ = parse_settings({"maxNewTokens": 7, "multiline": "always", "numCandidates": 2})
     opts = settings.engine_options()
-    assert (opts.max_new_tokens, opts.multiline, opts.num_candidates) == (7, "always", 2)
+    assert (opts.sampling.max_new_tokens, opts.multiline, opts.sampling.num_candidates) == (
+        7,
+        "always",
+        2,
+    )
 
 
 def test_load_key_ignores_generation_settings() -> None:

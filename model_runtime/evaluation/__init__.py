@@ -1,0 +1,1 @@
+"""Fill-in-the-middle evaluation of the completion pipeline: tasks, holes, metrics, runs."""

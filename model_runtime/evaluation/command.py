@@ -1,0 +1,125 @@
+"""`wisp eval`: score the completion pipeline on fill-in-the-middle tasks.
+
+Imports torch and transformers only inside `run`, so building the CLI parser stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from model_runtime.evaluation.datasets import DATASETS, SANTACODER_LANGUAGES
+
+if TYPE_CHECKING:
+    from model_runtime.backend import Backend
+
+MULTILINE_HELP = (
+    "one line or a block (default: what the dataset asks for: 'never' for single-line "
+    "humaneval, santacoder-fim and repo holes, whose middle is one line, since 'auto' offers a "
+    "block on an empty line; 'always' for multi-line humaneval; 'auto' for random spans)"
+)
+DATASET_SETTINGS = {
+    "humaneval-infilling": (),
+    "santacoder-fim": ("language",),
+    "repo": ("seed", "ext"),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `wisp eval`."""
+    parser.add_argument("--dataset", choices=DATASETS, required=True, help="benchmark to run")
+    parser.add_argument(
+        "--path", type=Path, required=True, help="the benchmark's .jsonl(.gz), or for repo a folder"
+    )
+    parser.add_argument(
+        "--limit", type=_positive_int, help="first N tasks (repo: N holes, default 100)"
+    )
+    parser.add_argument(
+        "--language", choices=tuple(SANTACODER_LANGUAGES), help="santacoder-fim: only this one"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="repo: picks files, lines and cuts")
+    parser.add_argument("--ext", default="py", help="repo: extension of the files to cut")
+    parser.add_argument("--model", help="model folder or hub id (default: the bundled model)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--quantization", choices=("none", "int8"), default="none")
+    parser.add_argument(
+        "--max-new-tokens", type=_positive_int, default=128, help="generation budget per task"
+    )
+    parser.add_argument(
+        "--context-tokens", type=_positive_int, default=1024, help="prompt budget per task"
+    )
+    parser.add_argument("--multiline", choices=("auto", "always", "never"), help=MULTILINE_HELP)
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds each test program may run"
+    )
+    parser.add_argument("--json", type=Path, help="write the summary to this file")
+    parser.add_argument("--samples", type=Path, help="write one JSON line per task to this file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from model_runtime.backend import ModelLoadError, SamplingParams
+    from model_runtime.engine import EngineOptions
+    from model_runtime.evaluation.datasets import load_tasks
+    from model_runtime.evaluation.report import format_summary, summarize
+    from model_runtime.evaluation.runner import engine_completer, evaluate
+    from model_runtime.model_source import resolve_model
+
+    try:
+        tasks = load_tasks(args.dataset, args.path, args.limit, args.language, args.seed, args.ext)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"wisp: cannot read {args.path}: {exc}", file=sys.stderr)
+        return 2
+    if not tasks:
+        print(f"wisp: {args.path} holds no {args.dataset} tasks", file=sys.stderr)
+        return 2
+    try:
+        model = resolve_model(args.model)
+        backend = _load_backend(model, args.device, args.quantization)
+    except ModelLoadError as exc:
+        print(f"wisp: cannot load the model: {exc}", file=sys.stderr)
+        return 1
+    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, num_candidates=1)
+    options = EngineOptions(sampling=sampling, context_tokens=args.context_tokens)
+    complete = engine_completer(backend, options, args.multiline)
+    progress = tqdm(tasks, desc=args.dataset, unit="task", file=sys.stderr)
+    samples = list(evaluate(progress, complete, args.timeout))
+    modes = args.multiline or ",".join(sorted({t.multiline for t in tasks}))
+    summary = summarize(args.dataset, samples, model, _settings(args, modes))
+    _write_outputs(args, summary, samples)
+    print(format_summary(summary))
+    return 0
+
+
+def _write_outputs(args: argparse.Namespace, summary: dict[str, Any], samples: list[Any]) -> None:
+    """The summary to --json and one line per task to --samples, where asked for."""
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if args.samples:
+        lines = (json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in samples)
+        args.samples.write_text("".join(lines), encoding="utf-8")
+
+
+def _load_backend(model: str, device: str, quantization: str) -> Backend:
+    from model_runtime.transformers_backend import LoadOptions, load_backend
+
+    return load_backend(LoadOptions(source=model, device=device, quantization=quantization))
+
+
+def _settings(args: argparse.Namespace, multiline: str) -> dict[str, Any]:
+    """The options this run used, as JSON values."""
+    common = ("limit", "device", "quantization", "max_new_tokens", "context_tokens", "timeout")
+    names = (*common, *DATASET_SETTINGS[args.dataset])
+    return {"path": str(args.path), **{n: getattr(args, n) for n in names}, "multiline": multiline}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
