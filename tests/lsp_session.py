@@ -64,6 +64,7 @@ async def start(
     init_options: Any = None,
     client_spec: str = "visual-studio-code",
     encodings: list[str] | None = None,
+    inline_capable: bool = False,
 ) -> tuple[Session, types.InitializeResult]:
     client = await ClientServerConfig(server_command=SERVER, server_env=ENV).start()
     assert isinstance(client, LanguageClient)
@@ -71,6 +72,8 @@ async def start(
     capabilities = client_capabilities(client_spec)
     if encodings is not None:
         capabilities.general = types.GeneralClientCapabilities(position_encodings=encodings)
+    if inline_capable and capabilities.text_document is not None:
+        capabilities.text_document.inline_completion = types.InlineCompletionClientCapabilities()
     result = await client.initialize_session(
         types.InitializeParams(capabilities=capabilities, initialization_options=init_options)
     )

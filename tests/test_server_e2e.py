@@ -230,3 +230,18 @@ async def test_requests_while_loading_answer_empty(x_model: Path) -> None:
     await session.wait_state("ready")
     assert [i.insert_text for i in (await session.inline(URI, 0, 4)).items] == ["xx"]
     await stop(session)
+
+
+async def test_inline_capable_clients_get_no_duplicate_menu_items(x_model: Path) -> None:
+    session, _ = await start({"model": str(x_model), "maxNewTokens": 2}, inline_capable=True)
+    await session.wait_state("ready")
+    session.open(URI, "v = \n")
+    assert [i.insert_text for i in (await session.inline(URI, 0, 4)).items] == ["xx"]
+    menu = await session.client.text_document_completion_async(
+        types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=URI),
+            position=types.Position(line=0, character=4),
+        )
+    )
+    assert isinstance(menu, types.CompletionList) and not menu.items
+    await stop(session)

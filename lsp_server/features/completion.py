@@ -19,6 +19,11 @@ def register(server: WispServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
     async def completion(ls: WispServer, params: types.CompletionParams) -> types.CompletionList:
+        if ls.client_capabilities.text_document is not None and (
+            ls.client_capabilities.text_document.inline_completion is not None
+        ):
+            # The client shows ghost text already; the same text in its menu would be noise.
+            return types.CompletionList(is_incomplete=False, items=[])
         found = await suggest(ls, params.text_document.uri, params.position)
         return completion_items(
             found.suggestions, found.cursor, found.replaced_units, found.language
