@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from model_runtime.backend import Backend, GenerationRequest, SamplingParams
 from model_runtime.context import MultilineMode, cursor_context, wants_multiline
@@ -32,11 +33,17 @@ class CompletionRequest:
     language: str = ""
 
 
+ResultSource = Literal["model", "cache", "typed_through"]
+
+
 @dataclass
 class CompletionResult:
+    """Suggestions best first, where they came from, and how long each step took."""
+
     suggestions: list[Suggestion]
     timings_ms: dict[str, float] = field(default_factory=dict)
     cancelled: bool = False
+    source: ResultSource = "model"
 
 
 def code_budget(backend: Backend, opts: EngineOptions, path: str) -> int:
