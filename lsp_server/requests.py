@@ -55,7 +55,15 @@ async def suggest(ls: WispServer, uri: str, position: types.Position) -> Found:
     request = CompletionRequest(
         text, located.offset, _display_path(ls, doc.path), doc.language_id or ""
     )
-    result = await ls.scheduler.run(uri, lambda cancel: engine.complete(request, cancel))
+    result = engine.lookup(request)  # cached or typed through: no model, no waiting
+    if result is not None:
+        ls.scheduler.cancel(uri)  # the user has moved on from any request still running
+    else:
+        result = await ls.scheduler.run(
+            uri,
+            lambda cancel: engine.complete(request, cancel),
+            debounce_s=ls.settings.debounce_ms / 1000,
+        )
     if result is None or result.cancelled:
         log.info("no completion: request for %s was superseded or cancelled", uri)
         return Found(cursor, language=request.language)

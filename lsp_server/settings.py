@@ -28,6 +28,8 @@ class Settings:
     multiline: str = "auto"
     disabled_languages: tuple[str, ...] = field(default_factory=tuple)
     fim_template: str | None = None
+    debounce_ms: int = 25
+    max_latency_ms: int = 1500
 
     def engine_options(self) -> EngineOptions:
         sampling = SamplingParams(
@@ -40,6 +42,7 @@ class Settings:
             sampling=sampling,
             context_tokens=self.context_tokens,
             multiline=self.multiline,  # type: ignore[arg-type]  # validated by parse_settings
+            max_latency_ms=float(self.max_latency_ms) if self.max_latency_ms else None,
         )
 
     def load_key(self) -> tuple[Any, ...]:
@@ -122,6 +125,8 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "multiline": _choice("auto", "always", "never"),
     "disabled_languages": _languages,
     "fim_template": _template_name,
+    "debounce_ms": _int_range(0, 2000),
+    "max_latency_ms": _int_range(0, 60000),
 }
 
 

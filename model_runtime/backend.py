@@ -45,6 +45,8 @@ class GenerationRequest:
     params: SamplingParams
     stop_strings: tuple[str, ...] = ()
     single_line: bool = False
+    cache_key: str = ""  # the document: backends keep its last prompt's state for the next one
+    time_budget_ms: float | None = None  # stop decoding after this long and return what is ready
 
 
 @dataclass
@@ -66,6 +68,15 @@ class GenerationResult:
     candidates: list[Candidate]
     prompt_tokens: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading items `a` and `b` share."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 class Backend(Protocol):

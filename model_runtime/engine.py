@@ -10,7 +10,8 @@ from typing import Literal
 from model_runtime.backend import Backend, GenerationRequest, SamplingParams
 from model_runtime.context import MultilineMode, cursor_context, wants_multiline
 from model_runtime.postprocess import Suggestion, to_suggestions
-from model_runtime.prompt import build_prompt
+from model_runtime.prompt import PrefixAnchor, build_prompt
+from model_runtime.result_cache import ResultCache
 from model_runtime.templates import PromptParts
 
 
@@ -21,6 +22,7 @@ class EngineOptions:
     sampling: SamplingParams = field(default_factory=lambda: SamplingParams(seed=0))
     context_tokens: int = 1024
     multiline: MultilineMode = "auto"
+    max_latency_ms: float | None = None  # decoding stops at this age and returns what is ready
 
 
 @dataclass(frozen=True)
@@ -61,26 +63,73 @@ def code_budget(backend: Backend, opts: EngineOptions, path: str) -> int:
 
 
 class CompletionEngine:
-    """Runs the pipeline on one backend; thread-compatible, one call at a time."""
+    """Runs the pipeline on one backend; thread-compatible, one `complete` at a time.
 
-    def __init__(self, backend: Backend, options: EngineOptions | None = None) -> None:
+    Answers come from the result cache when the context was seen or the user is typing out a
+    suggestion (`lookup`, safe to call from another thread), else from the model.
+    """
+
+    def __init__(
+        self, backend: Backend, options: EngineOptions | None = None, cache_size: int = 64
+    ) -> None:
         self.backend = backend
-        self.options = options or EngineOptions()
+        self._options = options or EngineOptions()
+        self.cache = ResultCache(cache_size)
+        self._anchors: dict[str, PrefixAnchor] = {}
+
+    @property
+    def options(self) -> EngineOptions:
+        return self._options
+
+    @options.setter
+    def options(self, value: EngineOptions) -> None:
+        if value != self._options:
+            self.cache.clear()  # answers made under other settings are not answers to these
+        self._options = value
+
+    def lookup(self, request: CompletionRequest) -> CompletionResult | None:
+        """The answer from the result cache, or None when the model has to run."""
+        started = time.perf_counter()
+        ctx = cursor_context(request.text, request.offset, request.path, request.language)
+        hit = self.cache.get(ctx)
+        if hit is None:
+            return None
+        suggestions, through = hit
+        elapsed = (time.perf_counter() - started) * 1000
+        return CompletionResult(
+            suggestions, {"total": elapsed}, source="typed_through" if through else "cache"
+        )
 
     def complete(
         self, request: CompletionRequest, cancel: threading.Event | None = None
     ) -> CompletionResult:
+        if (hit := self.lookup(request)) is not None:
+            return hit
         cancel = cancel or threading.Event()
         opts = self.options
         started = time.perf_counter()
         ctx = cursor_context(request.text, request.offset, request.path, request.language)
         multiline = wants_multiline(ctx, opts.multiline)
         budget = code_budget(self.backend, opts, ctx.path)
-        prompt = build_prompt(ctx, self.backend.template, self.backend, budget)
+        prompt = build_prompt(
+            ctx, self.backend.template, self.backend, budget, anchor=self._anchors.get(ctx.path)
+        )
+        self._remember_anchor(ctx.path, prompt.anchor)
         prompt_ms = (time.perf_counter() - started) * 1000
         stops = self.backend.template.stop_tokens
+        budget_ms = (
+            None if opts.max_latency_ms is None else max(0.0, opts.max_latency_ms - prompt_ms)
+        )
         generation = self.backend.generate(
-            GenerationRequest(prompt.text, opts.sampling, stops, single_line=not multiline), cancel
+            GenerationRequest(
+                prompt.text,
+                opts.sampling,
+                stops,
+                single_line=not multiline,
+                cache_key=ctx.path,
+                time_budget_ms=budget_ms,
+            ),
+            cancel,
         )
         if cancel.is_set():
             return CompletionResult([], {"prompt": prompt_ms}, cancelled=True)
@@ -90,4 +139,12 @@ class CompletionEngine:
             **generation.timings_ms,
             "total": (time.perf_counter() - started) * 1000,
         }
+        self.cache.put(ctx, suggestions)
         return CompletionResult(suggestions, timings)
+
+    def _remember_anchor(self, path: str, anchor: PrefixAnchor | None) -> None:
+        self._anchors.pop(path, None)
+        if anchor is not None:
+            self._anchors[path] = anchor
+            if len(self._anchors) > 64:
+                del self._anchors[next(iter(self._anchors))]

@@ -29,6 +29,7 @@ class Prompt:
     template: FimTemplate
     prefix_tokens: int
     suffix_tokens: int
+    anchor: PrefixAnchor | None = None
 
 
 def fit_prefix(prefix: str, tokenizer: Tokenizer, budget: int) -> tuple[str, int]:
@@ -67,23 +68,63 @@ def fit_suffix(suffix: str, tokenizer: Tokenizer, budget: int) -> tuple[str, int
     return kept, len(tokenizer.encode(kept))
 
 
+# Where the prefix must be cut, it is cut this much shorter than the budget, and later prompts
+# keep the same first line while they fit: typing then appends tokens to a prompt whose start is
+# unchanged, so the model's cache of it stays valid (see the backend's prefix reuse). Cutting to
+# the budget exactly would move the start, and so invalidate the whole cache, every line or so.
+PREFIX_SLACK = 0.2
+_ANCHOR_CHARS = 160
+_ANCHOR_LOOKBACK = 4096
+
+
+@dataclass(frozen=True)
+class PrefixAnchor:
+    """Where the last prompt's prefix started: its first characters and their offset."""
+
+    text: str
+    offset: int
+
+
+def anchored_prefix(
+    prefix: str, tokenizer: Tokenizer, budget: int, anchor: PrefixAnchor | None
+) -> tuple[str, int, PrefixAnchor | None]:
+    """`fit_prefix` that keeps the previous start while it fits, and leaves slack when it cuts."""
+    if anchor is not None and anchor.text:
+        start = prefix.find(anchor.text, max(0, anchor.offset - _ANCHOR_LOOKBACK))
+        if start >= 0:
+            kept = prefix[start:]
+            count = len(tokenizer.encode(kept))
+            if count <= budget:
+                return kept, count, PrefixAnchor(anchor.text, start)
+    kept, count = fit_prefix(prefix, tokenizer, budget)
+    if len(kept) == len(prefix):
+        return kept, count, None  # the whole prefix fits: its start is the document's start
+    kept, count = fit_prefix(prefix, tokenizer, int(budget * (1 - PREFIX_SLACK)))
+    start = len(prefix) - len(kept)
+    return kept, count, PrefixAnchor(kept[:_ANCHOR_CHARS], start)
+
+
 def build_prompt(
     ctx: CursorContext,
     template: FimTemplate,
     tokenizer: Tokenizer,
     budget: int,
     suffix_share: float = 0.25,
+    anchor: PrefixAnchor | None = None,
 ) -> Prompt:
     """Render `ctx` with `template`, spending at most `budget` tokens on prefix and suffix.
 
     The suffix gets up to `suffix_share` of the budget; what it leaves unused goes to the prefix,
-    which matters most for what comes next.
+    which matters most for what comes next. With an `anchor` from the previous prompt of the
+    same document, the prefix keeps its start where it can (`Prompt.anchor` is the new one).
     """
     suffix, suffix_tokens = (
         fit_suffix(ctx.suffix, tokenizer, int(budget * suffix_share))
         if template.uses_suffix
         else ("", 0)
     )
-    prefix, prefix_tokens = fit_prefix(ctx.prefix, tokenizer, budget - suffix_tokens)
+    prefix, prefix_tokens, new_anchor = anchored_prefix(
+        ctx.prefix, tokenizer, budget - suffix_tokens, anchor
+    )
     parts = PromptParts(prefix=prefix, suffix=suffix, path=ctx.path)
-    return Prompt(template.render(parts), parts, template, prefix_tokens, suffix_tokens)
+    return Prompt(template.render(parts), parts, template, prefix_tokens, suffix_tokens, new_anchor)

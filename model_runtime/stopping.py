@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-StopReason = Literal["eos", "fim_end", "stop_string", "newline", "max_tokens", "cancelled"]
+StopReason = Literal[
+    "eos", "fim_end", "stop_string", "newline", "max_tokens", "deadline", "cancelled"
+]
 
 
 @dataclass
@@ -45,6 +48,11 @@ def single_line() -> StopCriterion:
 def max_tokens(limit: int) -> StopCriterion:
     """Stop after `limit` tokens."""
     return lambda s: "max_tokens" if len(s.token_ids) >= limit else None
+
+
+def deadline(at: float, clock: Callable[[], float] = time.perf_counter) -> StopCriterion:
+    """Stop once `clock()` reaches `at`: a late suggestion is worth less than a short one."""
+    return lambda _s: "deadline" if clock() >= at else None
 
 
 def cancelled(event: threading.Event) -> StopCriterion:

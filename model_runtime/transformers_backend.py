@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +31,14 @@ from model_runtime.backend import (
     GenerationResult,
     ModelLoadError,
     SamplingParams,
+    common_prefix_length,
 )
 from model_runtime.stopping import (
     DecodeState,
     StopCriterion,
     StopReason,
     cancelled,
+    deadline,
     eos,
     fim_end,
     first_reason,
@@ -152,10 +155,37 @@ def _quantize_int8(model: PreTrainedModel, device: str) -> PreTrainedModel:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-class TransformersBackend:
-    """Runs one request at a time with an own decode loop: cancellable at every step."""
+def _crop_to(cache: Any, length: int) -> None:
+    """Drop cached positions past `length` (a negative count means the same in every version)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
 
-    def __init__(self, name: str, model, tokenizer, template: FimTemplate, device: str) -> None:
+
+# Prompts are prefilled in chunks of this many tokens so that a cancel lands between chunks.
+PREFILL_CHUNK = 256
+
+
+@dataclass
+class _KvSlot:
+    """A prompt's token ids and the model's key/value cache for exactly those tokens."""
+
+    ids: list[int]
+    cache: Any
+
+
+class TransformersBackend:
+    """Runs one request at a time with an own decode loop: cancellable at every step.
+
+    It keeps the key/value cache of the last prompt of up to `kv_slots` documents. A new prompt
+    reuses the longest token prefix it shares with any of them and only computes the rest: after
+    a keystroke at the cursor that is a handful of tokens (prompts put the code before the cursor
+    last for that reason; see `templates.py`).
+    """
+
+    def __init__(
+        self, name: str, model, tokenizer, template: FimTemplate, device: str, kv_slots: int = 4
+    ) -> None:
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
@@ -168,6 +198,8 @@ class TransformersBackend:
         if tokenizer.eos_token_id is not None:
             self._end_ids.add(int(tokenizer.eos_token_id))
         self._fim_end_ids = self._end_ids - {tokenizer.eos_token_id}
+        self.kv_slots = kv_slots
+        self._slots: OrderedDict[str, _KvSlot] = OrderedDict()
 
     def _token_ids(self, tokens: Sequence[str]) -> set[int]:
         vocab = self.tokenizer.get_vocab()
@@ -196,8 +228,54 @@ class TransformersBackend:
             *([single_line()] if request.single_line else []),
             max_tokens(params.max_new_tokens),
         ]
+        started = time.perf_counter()
+        if request.time_budget_ms is not None:
+            criteria.insert(1, deadline(started + request.time_budget_ms / 1000))
         with torch.inference_mode():
-            return self._decode(ids, params, criteria, cancel)
+            return self._decode(ids, params, criteria, cancel, request.cache_key, started)
+
+    def _take_slot(self, ids: list[int], key: str) -> tuple[Any, int]:
+        """The cache sharing the longest prefix with `ids`, cut back to it; (None, 0) if none.
+
+        Another document's cache is taken over only when it shares at least half the prompt
+        (the same file under two names); otherwise it stays for that document. At least the last
+        prompt token is always recomputed: its logits start the answer.
+        """
+        best_key, best = None, 0
+        for other, slot in self._slots.items():
+            shared = common_prefix_length(slot.ids, ids)
+            if shared > best and (other == key or shared * 2 >= len(ids)):
+                best_key, best = other, shared
+        if best_key is None:
+            return None, 0
+        slot = self._slots.pop(best_key)
+        keep = min(best, len(ids) - 1)
+        if keep <= 0 or not slot.cache.is_croppable:
+            return None, 0
+        _crop_to(slot.cache, keep)
+        return slot.cache, keep
+
+    def _keep_slot(self, key: str, ids: list[int], cache: Any) -> None:
+        self._slots[key] = _KvSlot(ids, cache)
+        self._slots.move_to_end(key)
+        while len(self._slots) > self.kv_slots:
+            self._slots.popitem(last=False)
+
+    def _prefill(
+        self, ids: list[int], key: str, cancel: threading.Event
+    ) -> tuple[Any, torch.Tensor | None, int]:
+        """Run the prompt through the model, reusing a kept cache; logits None when cancelled."""
+        cache, reused = self._take_slot(ids, key) if self.kv_slots else (None, 0)
+        logits = None
+        for start in range(reused, len(ids), PREFILL_CHUNK):
+            if cancel.is_set():
+                if cache is not None and self.kv_slots:
+                    self._keep_slot(key, ids[:start], cache)  # what is done stays useful
+                return cache, None, reused
+            chunk = torch.tensor([ids[start : start + PREFILL_CHUNK]], device=self.device)
+            out = self.model(chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache, logits = out.past_key_values, out.logits[:, -1, :]
+        return cache, logits, reused
 
     def _decode(
         self,
@@ -205,18 +283,24 @@ class TransformersBackend:
         params: SamplingParams,
         criteria: list[StopCriterion],
         cancel: threading.Event,
+        key: str,
+        started: float,
     ) -> GenerationResult:
-        started = time.perf_counter()
         n = params.num_candidates
         generator = torch.Generator(device=self.device)
         if params.seed is not None:
             generator.manual_seed(params.seed)
-        out = self.model(torch.tensor([ids], device=self.device), use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1, :]
+        cache, logits, reused = self._prefill(ids, key, cancel)
+        prefill_ms = (time.perf_counter() - started) * 1000
+        if logits is None:
+            return GenerationResult(
+                [],
+                prompt_tokens=len(ids),
+                timings_ms={"prefill": prefill_ms, "reused_tokens": reused},
+            )
         if n > 1:
             cache.batch_repeat_interleave(n)
             logits = logits.expand(n, -1)
-        prefill_ms = (time.perf_counter() - started) * 1000
         states = [DecodeState() for _ in range(n)]
         reasons: list[StopReason | None] = [None] * n
         logprob_lists: list[list[float]] = [[] for _ in range(n)]
@@ -235,6 +319,8 @@ class TransformersBackend:
                 break
             out = self.model(chosen.view(n, 1), past_key_values=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1, :]
+        if self.kv_slots:
+            self._keep_prompt(key, ids, cache, n)
         candidates = [
             self._candidate(state, lps, reason or "cancelled")
             for state, lps, reason in zip(states, logprob_lists, reasons, strict=True)
@@ -243,8 +329,23 @@ class TransformersBackend:
         return GenerationResult(
             candidates,
             prompt_tokens=len(ids),
-            timings_ms={"prefill": prefill_ms, "decode": total_ms - prefill_ms, "steps": steps},
+            timings_ms={
+                "prefill": prefill_ms,
+                "decode": total_ms - prefill_ms,
+                "steps": steps,
+                "prompt_tokens": len(ids),
+                "reused_tokens": reused,
+            },
         )
+
+    def _keep_prompt(self, key: str, ids: list[int], cache: Any, batch: int) -> None:
+        """Keep the cache of the prompt alone (one row, no answer tokens) for the next request."""
+        if not cache.is_croppable:
+            return
+        if batch > 1:
+            cache.batch_select_indices(torch.tensor([0], device=self.device))
+        _crop_to(cache, len(ids))
+        self._keep_slot(key, ids, cache)
 
     def _choose(
         self, logprobs: torch.Tensor, params: SamplingParams, generator: torch.Generator

@@ -74,3 +74,41 @@ def test_prompt_is_capped_by_the_model_window() -> None:
     text = "".join(f"line{i}\n" for i in range(100))
     engine.complete(CompletionRequest(text, len(text)))
     assert len(backend.encode(backend.requests[0].prompt)) + 50 <= 200
+
+
+def test_same_context_comes_from_the_cache() -> None:
+    backend = FakeBackend(["range(3)"])
+    engine = CompletionEngine(backend, options())
+    first = engine.complete(CompletionRequest("x = \n", 4))
+    again = engine.complete(CompletionRequest("x = \n", 4))
+    assert first.source == "model" and again.source == "cache"
+    assert again.suggestions == first.suggestions and len(backend.requests) == 1
+
+
+def test_typing_a_suggestion_out_needs_no_model() -> None:
+    backend = FakeBackend(["range(3)"])
+    engine = CompletionEngine(backend, options())
+    engine.complete(CompletionRequest("x = \n", 4))
+    assert engine.lookup(CompletionRequest("x = ran\n", 7)) is not None
+    result = engine.complete(CompletionRequest("x = ran\n", 7))
+    assert result.source == "typed_through" and [s.text for s in result.suggestions] == ["ge(3)"]
+    assert len(backend.requests) == 1
+    other = engine.complete(CompletionRequest("x = len\n", 7))
+    assert other.source == "model" and len(backend.requests) == 2
+
+
+def test_new_options_empty_the_cache() -> None:
+    backend = FakeBackend(["range(3)"])
+    engine = CompletionEngine(backend, options())
+    engine.complete(CompletionRequest("x = \n", 4))
+    engine.options = options(max_new_tokens=8)
+    assert engine.lookup(CompletionRequest("x = \n", 4)) is None
+
+
+def test_document_key_and_time_budget_reach_the_backend() -> None:
+    backend = FakeBackend(["1"])
+    engine = CompletionEngine(backend, options(max_latency_ms=500.0))
+    engine.complete(CompletionRequest("x = \n", 4, path="src/a.py"))
+    [request] = backend.requests
+    assert request.cache_key == "src/a.py"
+    assert request.time_budget_ms is not None and 0 < request.time_budget_ms <= 500

@@ -8,7 +8,13 @@ import pytest
 from tiny_model import build_tokenizer
 
 from model_runtime.context import cursor_context
-from model_runtime.prompt import build_prompt, fit_prefix, fit_suffix
+from model_runtime.prompt import (
+    PREFIX_SLACK,
+    PrefixAnchor,
+    build_prompt,
+    fit_prefix,
+    fit_suffix,
+)
 from model_runtime.templates import get_template
 
 
@@ -84,3 +90,46 @@ def test_prefix_only_template_drops_the_suffix(tok: BpeTokenizer) -> None:
     ctx = cursor_context("a = 1\nb = \nc = 3\n", 10)
     prompt = build_prompt(ctx, get_template("prefix-only"), tok, budget=100)
     assert prompt.text == "a = 1\nb = " and prompt.suffix_tokens == 0
+
+
+def test_typing_keeps_the_cut_prefix_start(tok: BpeTokenizer) -> None:
+    template = get_template("wisp")
+    first = build_prompt(cursor_context(CODE, len(CODE)), template, tok, budget=120)
+    assert first.anchor is not None and first.prefix_tokens <= 120 * (1 - PREFIX_SLACK)
+    start = first.anchor.offset
+    typed, anchor = CODE, first.anchor
+    for char in "def g(x):\n    return x":
+        typed += char
+        prompt = build_prompt(cursor_context(typed, len(typed)), template, tok, 120, anchor=anchor)
+        assert prompt.anchor is not None and prompt.anchor.offset == start
+        assert prompt.parts.prefix == typed[start:] and prompt.prefix_tokens <= 120
+        anchor = prompt.anchor
+    assert prompt.text.startswith(first.text[: first.text.index("<|fim_middle|>")])
+
+
+def test_anchor_moves_when_the_prefix_outgrows_it(tok: BpeTokenizer) -> None:
+    template = get_template("wisp")
+    first = build_prompt(cursor_context(CODE, len(CODE)), template, tok, budget=120)
+    grown = CODE + "x = 1\n" * 40
+    assert first.anchor is not None
+    grown_ctx = cursor_context(grown, len(grown))
+    prompt = build_prompt(grown_ctx, template, tok, 120, anchor=first.anchor)
+    assert prompt.anchor is not None and prompt.anchor.offset > first.anchor.offset
+    assert prompt.prefix_tokens <= 120 and grown.endswith(prompt.parts.prefix)
+
+
+@pytest.mark.parametrize(
+    "anchor_text", ["not in the document", "def f0(a, b):"]  # gone / too far back to fit
+)
+def test_stale_anchor_falls_back_to_a_fresh_cut(tok: BpeTokenizer, anchor_text: str) -> None:
+    fresh = build_prompt(cursor_context(CODE, len(CODE)), get_template("wisp"), tok, budget=120)
+    stale = PrefixAnchor(anchor_text, len(CODE))
+    prompt = build_prompt(
+        cursor_context(CODE, len(CODE)), get_template("wisp"), tok, budget=120, anchor=stale
+    )
+    assert prompt.text == fresh.text and prompt.anchor == fresh.anchor
+
+
+def test_whole_prefix_needs_no_anchor(tok: BpeTokenizer) -> None:
+    prompt = build_prompt(cursor_context("x = 1\n", 6), get_template("wisp"), tok, budget=120)
+    assert prompt.anchor is None and prompt.parts.prefix == "x = 1\n"

@@ -245,3 +245,27 @@ async def test_inline_capable_clients_get_no_duplicate_menu_items(x_model: Path)
     )
     assert isinstance(menu, types.CompletionList) and not menu.items
     await stop(session)
+
+
+async def test_typing_out_a_suggestion_answers_its_rest(x_model: Path) -> None:
+    session, _ = await start({"model": str(x_model), "maxNewTokens": 5})
+    await session.wait_state("ready")
+    session.open(URI, "y = \n")
+    assert [i.insert_text for i in (await session.inline(URI, 0, 4)).items] == ["xxxxx"]
+    session.client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=2),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(
+                        start=types.Position(line=0, character=4),
+                        end=types.Position(line=0, character=4),
+                    ),
+                    text="xx",
+                )
+            ],
+        )
+    )
+    # the model would say "xxxxx" again; the rest of the shown suggestion is what the user wants
+    assert [i.insert_text for i in (await session.inline(URI, 0, 6)).items] == ["xxx"]
+    await stop(session)

@@ -10,7 +10,12 @@ import pytest
 from tiny_model import build_tiny_model
 
 from model_runtime.backend import GenerationRequest, ModelLoadError, SamplingParams
-from model_runtime.transformers_backend import LoadOptions, TransformersBackend, load_backend
+from model_runtime.transformers_backend import (
+    PREFILL_CHUNK,
+    LoadOptions,
+    TransformersBackend,
+    load_backend,
+)
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +130,60 @@ def test_cuda_without_a_gpu_is_refused(x_model: Path) -> None:
         pytest.skip("this machine has a GPU")
     with pytest.raises(ModelLoadError, match="no CUDA device"):
         load_backend(LoadOptions(str(x_model), device="cuda"))
+
+
+def _greedy(backend: TransformersBackend, prompt: str, key: str = "doc", **params: object):
+    request = GenerationRequest(
+        prompt, SamplingParams(**params), cache_key=key  # type: ignore[arg-type]
+    )
+    return backend.generate(request, threading.Event())
+
+
+CODE = "def area(width, height):\n    return width * height\n\n" * 12
+
+
+@pytest.mark.parametrize("num_candidates", [1, 3])
+def test_reused_cache_answers_as_a_fresh_prefill(random_model: Path, num_candidates: int) -> None:
+    reusing = load_backend(LoadOptions(str(random_model)))
+    fresh = load_backend(LoadOptions(str(random_model)))
+    fresh.kv_slots = 0
+    opts = {"max_new_tokens": 6, "num_candidates": num_candidates, "seed": 3, "temperature": 1.0}
+    first = _greedy(reusing, f"<|fim_suffix|>\n<|fim_prefix|>{CODE}def pe<|fim_middle|>", **opts)
+    assert first.timings_ms["reused_tokens"] == 0
+    prompt = f"<|fim_suffix|>\n<|fim_prefix|>{CODE}def per<|fim_middle|>"
+    again = _greedy(reusing, prompt, **opts)
+    baseline = _greedy(fresh, prompt, **opts)
+    assert again.prompt_tokens > PREFILL_CHUNK  # the fresh prefill took several chunks
+    assert again.prompt_tokens - again.timings_ms["reused_tokens"] <= 4
+    assert [c.token_ids for c in again.candidates] == [c.token_ids for c in baseline.candidates]
+    for ours, theirs in zip(again.candidates, baseline.candidates, strict=True):
+        assert ours.logprobs == pytest.approx(theirs.logprobs, abs=1e-4)
+
+
+def test_identical_prompt_recomputes_only_its_last_token(x_backend: TransformersBackend) -> None:
+    _greedy(x_backend, "<|fim_suffix|><|fim_prefix|>y = <|fim_middle|>", key="same")
+    result = _greedy(x_backend, "<|fim_suffix|><|fim_prefix|>y = <|fim_middle|>", key="same")
+    assert result.timings_ms["reused_tokens"] == result.prompt_tokens - 1
+    assert result.candidates[0].text.startswith("x")
+
+
+def test_kept_caches_are_bounded(random_model: Path) -> None:
+    backend = load_backend(LoadOptions(str(random_model)))
+    backend.kv_slots = 2
+    for key in ("a", "b", "c"):
+        _greedy(backend, f"<|fim_suffix|><|fim_prefix|>{key * 40}<|fim_middle|>", key=key)
+    assert list(backend._slots) == ["b", "c"]
+    for slot in backend._slots.values():
+        assert slot.cache.get_seq_length() == len(slot.ids)
+
+
+def test_time_budget_stops_decoding(x_backend: TransformersBackend) -> None:
+    request = GenerationRequest(
+        "<|fim_suffix|><|fim_prefix|>z<|fim_middle|>",
+        SamplingParams(max_new_tokens=4000),
+        time_budget_ms=30,
+    )
+    result = x_backend.generate(request, threading.Event())
+    [cand] = result.candidates
+    assert cand.stop_reason == "deadline"
+    assert 0 < len(cand.token_ids) < 4000
