@@ -46,6 +46,20 @@ class Session:
             )
         )
 
+    def insert(self, uri: str, line: int, character: int, text: str, version: int) -> None:
+        """An incremental change inserting `text` at a position."""
+        at = types.Position(line=line, character=character)
+        self.client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                content_changes=[
+                    types.TextDocumentContentChangePartial(
+                        range=types.Range(start=at, end=at), text=text
+                    )
+                ],
+            )
+        )
+
     async def inline(self, uri: str, line: int, character: int) -> types.InlineCompletionList:
         result = await self.client.text_document_inline_completion_async(
             types.InlineCompletionParams(

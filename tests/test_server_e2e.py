@@ -44,20 +44,7 @@ async def test_inline_and_classic_completion_after_edits(x_model: Path) -> None:
     status = await session.wait_state("ready", "error")
     assert status["state"] == "ready", status
     session.open(URI, "def f():\n    return \n")
-    session.client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=2),
-            content_changes=[
-                types.TextDocumentContentChangePartial(
-                    range=types.Range(
-                        start=types.Position(line=1, character=11),
-                        end=types.Position(line=1, character=11),
-                    ),
-                    text="1 + ",
-                )
-            ],
-        )
-    )
+    session.insert(URI, 1, 11, "1 + ", version=2)
     inline = await session.inline(URI, 1, 15)
     assert [item.insert_text for item in inline.items] == ["xxxxx"]
     assert inline.items[0].range is None
@@ -252,20 +239,7 @@ async def test_typing_out_a_suggestion_answers_its_rest(x_model: Path) -> None:
     await session.wait_state("ready")
     session.open(URI, "y = \n")
     assert [i.insert_text for i in (await session.inline(URI, 0, 4)).items] == ["xxxxx"]
-    session.client.text_document_did_change(
-        types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=2),
-            content_changes=[
-                types.TextDocumentContentChangePartial(
-                    range=types.Range(
-                        start=types.Position(line=0, character=4),
-                        end=types.Position(line=0, character=4),
-                    ),
-                    text="xx",
-                )
-            ],
-        )
-    )
+    session.insert(URI, 0, 4, "xx", version=2)
     # the model would say "xxxxx" again; the rest of the shown suggestion is what the user wants
     assert [i.insert_text for i in (await session.inline(URI, 0, 6)).items] == ["xxx"]
     await stop(session)
