@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "complete": ("lsp_server.commands.complete", "complete one file at one position"),
     "train": ("model_runtime.training.command", "train a fill-in-the-middle code model"),
     "eval": ("model_runtime.evaluation.command", "evaluate completions on FIM benchmarks"),
+    "bench": ("lsp_server.commands.bench", "replay typing through the server; latency figures"),
 }
 
 

@@ -1,0 +1,1 @@
+"""`wisp bench`: replay realistic typing through the real server and report latencies."""

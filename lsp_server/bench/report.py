@@ -1,0 +1,116 @@
+"""Latency blocks, the summary table and the latency plot of a bench run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lsp_server.bench.replay import Recording
+
+KINDS = ("cold", "warm", "jump", "typed_through", "cache")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The `q`-th percentile (0–100) by linear interpolation between closest ranks."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def latency_block(values: Sequence[float]) -> dict[str, float | int | None]:
+    """`{"p50_ms", "p95_ms", "p99_ms", "n"}`; percentiles None when there is no sample."""
+    if not values:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "n": 0}
+    return {
+        "p50_ms": round(percentile(values, 50), 2),
+        "p95_ms": round(percentile(values, 95), 2),
+        "p99_ms": round(percentile(values, 99), 2),
+        "n": len(values),
+    }
+
+
+def latency_blocks(samples: Iterable[tuple[str, float]]) -> dict[str, dict[str, Any]]:
+    """One block per request kind, from (kind, milliseconds) samples."""
+    by_kind: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for kind, ms in samples:
+        by_kind.setdefault(kind, []).append(ms)
+    return {kind: latency_block(values) for kind, values in by_kind.items()}
+
+
+def summarize(recording: Recording, speeds: dict[str, float | None]) -> dict[str, Any]:
+    """The JSON summary: a latency block per kind, speeds, overhead and memory."""
+    summary: dict[str, Any] = latency_blocks(recording.samples)
+    summary.update(speeds)
+    cold, warm = summary["cold"]["p50_ms"], summary["warm"]["p50_ms"]
+    summary["warm_p50_over_cold_p50"] = round(warm / cold, 3) if cold and warm else None
+    summary["overhead_ratio"] = overhead_ratio(recording)
+    summary["peak_rss_mb"] = recording.peak_rss_mb
+    summary["requests"] = len(recording.samples)
+    return summary
+
+
+def overhead_ratio(recording: Recording) -> float | None:
+    """End-to-end time of all requests over the engine's own time for them (`wisp/stats`)."""
+    before, after = recording.stats_before, recording.stats_after
+    if not before or not after:
+        return None
+    engine_ms = after.get("engine_ms_total", 0) - before.get("engine_ms_total", 0)
+    if engine_ms <= 0:
+        return None
+    return round(sum(ms for _, ms in recording.samples) / engine_ms, 3)
+
+
+def table(summary: Mapping[str, Any]) -> str:
+    """A human-readable summary of the JSON report."""
+    lines = [f"{'kind':<14}{'n':>6}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"]
+    for kind in KINDS:
+        block = summary[kind]
+        cells = [_ms(block[k]) for k in ("p50_ms", "p95_ms", "p99_ms")]
+        lines.append(f"{kind:<14}{block['n']:>6}" + "".join(f"{c:>10}" for c in cells))
+    for key in (
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+        "overhead_ratio",
+        "warm_p50_over_cold_p50",
+        "peak_rss_mb",
+    ):
+        value = summary.get(key)
+        lines.append(f"{key:<26}{'n/a' if value is None else value}")
+    return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def plot(samples: Sequence[tuple[str, float]], out: Path, title: str) -> None:
+    """Latency distributions per kind (log scale), one row each, saved as an image."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # an optional extra: say how to get it
+        raise RuntimeError("--plot needs matplotlib: pip install 'wisp-lsp[bench]'") from exc
+    kinds = [k for k in KINDS if any(kind == k for kind, _ in samples)]
+    data = [[ms for kind, ms in samples if kind == k] for k in kinds]
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.8 * len(kinds)))
+    if kinds:
+        ax.boxplot(data, vert=False, tick_labels=kinds, showfliers=True)
+        for row, values in enumerate(data, start=1):
+            jitter = [row + 0.25 * ((i * 0.618) % 1 - 0.5) for i in range(len(values))]
+            ax.scatter(values, jitter, s=6, alpha=0.35)
+        ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,131 @@
+"""`wisp bench`: the simulated typing, the figures, and a real run against a tiny model."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lsp_server.bench.replay import Recording
+from lsp_server.bench.report import latency_block, percentile, summarize, table
+from lsp_server.bench.script import (
+    MAX_TYPED,
+    follow_ghost_text,
+    keystrokes,
+    pick_holes,
+    sessions,
+    with_holes_emptied,
+)
+
+SOURCE = "\n".join(
+    f"    value_{i} = compute_something({i}, other={i * 2})" if i % 3 else "" for i in range(60)
+)
+
+
+def test_holes_are_real_lines_far_apart() -> None:
+    holes = pick_holes(SOURCE, 4, random.Random(1))
+    lines = SOURCE.split("\n")
+    assert len(holes) == 4
+    for hole in holes:
+        assert lines[hole.line] == hole.indent + lines[hole.line].lstrip()
+        assert lines[hole.line].lstrip().startswith(hole.content)
+        assert len(hole.content) <= MAX_TYPED and hole.indent == "    "
+    numbers = sorted(h.line for h in holes)
+    assert all(b - a >= 10 for a, b in zip(numbers, numbers[1:], strict=False))
+
+
+def test_emptied_holes_keep_indentation_and_line_count() -> None:
+    holes = pick_holes(SOURCE, 2, random.Random(2))
+    text = with_holes_emptied(SOURCE, holes)
+    lines = text.split("\n")
+    assert len(lines) == len(SOURCE.split("\n"))
+    assert all(lines[h.line] == "    " for h in holes)
+
+
+def test_each_document_has_its_own_name_and_holes() -> None:
+    plan = sessions(SOURCE, "demo.py", 3, 2, seed=0)
+    assert [s.name for s in plan] == ["bench0_demo.py", "bench1_demo.py", "bench2_demo.py"]
+    assert len({tuple(h.line for h in s.holes) for s in plan}) > 1
+
+
+def test_keystrokes_type_the_content_with_corrected_typos() -> None:
+    content = "result = compute_something(value, other)"
+    lengths = []
+    for seed in range(10):
+        strokes = keystrokes(content, random.Random(seed))
+        typed: list[str] = []
+        for stroke in strokes:
+            if stroke.char == "\b":
+                typed.pop()
+            else:
+                typed.append(stroke.char)
+        assert "".join(typed) == content
+        assert all(0 < s.pause_s < 1 for s in strokes)
+        lengths.append(len(strokes))
+    assert max(lengths) > len(content)  # typos happen, and get fixed
+    assert all(s.pause_s == 0 for s in keystrokes(content, random.Random(0), pause_scale=0))
+
+
+@pytest.mark.parametrize(
+    ("shown", "expected"), [("range(10)", "ran"), ("ab", "ab"), ("x\ny", "x"), ("", "")]
+)
+def test_follow_ghost_text(shown: str, expected: str) -> None:
+    assert follow_ghost_text(shown) == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [([1.0], 95, 1.0), ([1.0, 2.0, 3.0, 4.0, 5.0], 50, 3.0), ([0.0, 10.0], 95, 9.5)],
+)
+def test_percentile(values: list[float], q: float, expected: float) -> None:
+    assert percentile(values, q) == pytest.approx(expected)
+
+
+def test_latency_block_and_summary() -> None:
+    assert latency_block([]) == {"p50_ms": None, "p95_ms": None, "p99_ms": None, "n": 0}
+    recording = Recording(
+        samples=[("cold", 200.0), ("warm", 40.0), ("warm", 60.0), ("typed_through", 2.0)],
+        stats_before={"engine_ms_total": 100.0},
+        stats_after={"engine_ms_total": 380.0},
+        peak_rss_mb=321.0,
+    )
+    summary = summarize(recording, {"prefill_tokens_per_s": 1.0, "decode_tokens_per_s": 2.0})
+    assert summary["warm"] == {"p50_ms": 50.0, "p95_ms": 59.0, "p99_ms": 59.8, "n": 2}
+    assert summary["jump"]["n"] == 0 and summary["cold"]["p50_ms"] == 200.0
+    assert summary["warm_p50_over_cold_p50"] == 0.25
+    assert summary["overhead_ratio"] == pytest.approx(302 / 280, abs=1e-3)
+    assert summary["peak_rss_mb"] == 321.0
+    assert "typed_through" in table(summary)
+    assert summarize(Recording(samples=[("warm", 1.0)]), {})["overhead_ratio"] is None
+
+
+@pytest.mark.slow
+def test_bench_runs_against_the_real_server(x_model: Path, tmp_path: Path) -> None:
+    out, picture = tmp_path / "bench.json", tmp_path / "bench.png"
+    source = tmp_path / "demo.py"
+    source.write_text(SOURCE + "\n")
+    settings = json.dumps({"model": str(x_model), "maxNewTokens": 4})
+    done = subprocess.run(
+        [sys.executable, "-m", "lsp_server.cli", "bench", "--file", str(source)]
+        + ["--settings", settings, "--documents", "2", "--holes", "2", "--pause-scale", "0"]
+        + ["--json", str(out), "--plot", str(picture)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    for kind in ("cold", "warm", "jump", "typed_through"):
+        assert set(summary[kind]) == {"p50_ms", "p95_ms", "p99_ms", "n"}
+    assert summary["cold"]["n"] == 2 and summary["jump"]["n"] == 2
+    # the x model suggests "xxxx": only a typed "x" follows it, which the bench does on purpose
+    assert summary["warm"]["n"] > 20 and summary["typed_through"]["n"] > 0
+    assert summary["decode_tokens_per_s"] > 0 and summary["prefill_tokens_per_s"] > 0
+    assert summary["overhead_ratio"] is not None and summary["overhead_ratio"] >= 1.0
+    assert summary["peak_rss_mb"] > 50
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "p50 ms" in done.stdout
