@@ -10,6 +10,8 @@ from typing import Any
 
 from model_runtime.backend import SamplingParams
 from model_runtime.engine import EngineOptions
+from model_runtime.lexical import Policy
+from model_runtime.ranking import DEFAULT_MIN_CONFIDENCE
 from model_runtime.templates import TEMPLATES
 
 
@@ -25,8 +27,11 @@ class Settings:
     num_candidates: int = 1
     context_tokens: int = 1024
     temperature: float = 0.2
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE
     multiline: str = "auto"
     disabled_languages: tuple[str, ...] = field(default_factory=tuple)
+    enabled_languages: tuple[str, ...] | None = None  # None: every language not disabled
+    comments_and_strings: Policy = "invoked"  # completing inside comments and strings
     fim_template: str | None = None
     debounce_ms: int = 25
     max_latency_ms: int = 1500
@@ -42,8 +47,14 @@ class Settings:
             sampling=sampling,
             context_tokens=self.context_tokens,
             multiline=self.multiline,  # type: ignore[arg-type]  # validated by parse_settings
+            min_confidence=self.min_confidence,
             max_latency_ms=float(self.max_latency_ms) if self.max_latency_ms else None,
         )
+
+    def language_enabled(self, language: str) -> bool:
+        if language in self.disabled_languages:
+            return False
+        return self.enabled_languages is None or language in self.enabled_languages
 
     def load_key(self) -> tuple[Any, ...]:
         """The settings that need a model reload when they change."""
@@ -113,17 +124,24 @@ def _languages(value: Any) -> Any:
     return tuple(value)
 
 
+def _optional_languages(value: Any) -> Any:
+    return None if value is None else _languages(value)
+
+
 VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "model": _optional_text,
     "device": _choice("auto", "cpu", "cuda"),
-    "quantization": _choice("none", "int8"),
+    "quantization": _choice("none", "int8", "int4"),
     "trust_remote_code": _boolean,
     "max_new_tokens": _int_range(1, 512),
     "num_candidates": _int_range(1, 8),
     "context_tokens": _int_range(64, 32768),
     "temperature": _float_range(0.0, 2.0),
+    "min_confidence": _float_range(0.0, 1.0),
     "multiline": _choice("auto", "always", "never"),
     "disabled_languages": _languages,
+    "enabled_languages": _optional_languages,
+    "comments_and_strings": _choice("never", "invoked", "always"),
     "fim_template": _template_name,
     "debounce_ms": _int_range(0, 2000),
     "max_latency_ms": _int_range(0, 60000),

@@ -57,7 +57,7 @@ class LoadOptions:
 
     source: str
     device: str = "auto"  # auto | cpu | cuda
-    quantization: str = "none"  # none | int8
+    quantization: str = "none"  # none | int8 | int4
     trust_remote_code: bool = False
     fim_template: str | None = None  # registry name; None detects it from the model
 
@@ -111,8 +111,8 @@ def load_backend(options: LoadOptions) -> TransformersBackend:
     except Exception as exc:
         raise ModelLoadError(f"cannot load the weights of {source!r}: {_first_line(exc)}") from exc
     model.to(device).eval()
-    if options.quantization == "int8":
-        model = _quantize_int8(model, device)
+    if options.quantization in ("int8", "int4"):
+        model = _quantize(model, options.quantization, device)
     template = (
         get_template(options.fim_template)
         if options.fim_template
@@ -147,12 +147,33 @@ def _special_tokens(tokenizer) -> set[str]:
     return tokens
 
 
-def _quantize_int8(model: PreTrainedModel, device: str) -> PreTrainedModel:
-    if device != "cpu":
-        raise ModelLoadError("quantization 'int8' runs on the CPU only; use device 'cpu'")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+def _quantize(model: PreTrainedModel, scheme: str, device: str) -> PreTrainedModel:
+    """Weight-only quantization of the linear layers with torchao, in place.
+
+    torchao replaces torch.ao's dynamic quantization, which torch deprecates. On this project's
+    CPU (AVX2, no VNNI) int8 prefills and decodes no faster than fp32 for a small model: see the
+    README before turning it on. int4 needs a CUDA device.
+    """
+    if scheme == "int4" and device != "cuda":
+        raise ModelLoadError("quantization 'int4' runs on a CUDA device only; use 'int8' on CPU")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torchao.quantization import (
+                Int4WeightOnlyConfig,
+                Int8WeightOnlyConfig,
+                quantize_,
+            )
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"quantization {scheme!r} needs torchao: pip install 'wisp-lsp[quantization]'"
+        ) from exc
+    config = Int8WeightOnlyConfig() if scheme == "int8" else Int4WeightOnlyConfig()
+    try:
+        quantize_(model, config)
+    except Exception as exc:  # unsupported shapes or kernels on this machine
+        raise ModelLoadError(f"cannot quantize to {scheme}: {_first_line(exc)}") from exc
+    return model
 
 
 def _crop_to(cache: Any, length: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import subprocess
@@ -35,7 +36,7 @@ def test_holes_are_real_lines_far_apart() -> None:
         assert lines[hole.line].lstrip().startswith(hole.content)
         assert len(hole.content) <= MAX_TYPED and hole.indent == "    "
     numbers = sorted(h.line for h in holes)
-    assert all(b - a >= 10 for a, b in zip(numbers, numbers[1:], strict=False))
+    assert all(b - a >= 10 for a, b in itertools.pairwise(numbers))
 
 
 def test_emptied_holes_keep_indentation_and_line_count() -> None:
@@ -110,9 +111,11 @@ def test_bench_runs_against_the_real_server(x_model: Path, tmp_path: Path) -> No
     source.write_text(SOURCE + "\n")
     settings = json.dumps({"model": str(x_model), "maxNewTokens": 4})
     done = subprocess.run(
-        [sys.executable, "-m", "lsp_server.cli", "bench", "--file", str(source)]
-        + ["--settings", settings, "--documents", "2", "--holes", "2", "--pause-scale", "0"]
-        + ["--json", str(out), "--plot", str(picture)],
+        [
+            *(sys.executable, "-m", "lsp_server.cli", "bench", "--file", str(source)),
+            *("--settings", settings, "--documents", "2", "--holes", "2", "--pause-scale", "0"),
+            *("--json", str(out), "--plot", str(picture)),
+        ],
         capture_output=True,
         text=True,
         timeout=600,

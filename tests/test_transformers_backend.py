@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -187,3 +188,16 @@ def test_time_budget_stops_decoding(x_backend: TransformersBackend) -> None:
     [cand] = result.candidates
     assert cand.stop_reason == "deadline"
     assert 0 < len(cand.token_ids) < 4000
+
+
+def test_int4_needs_a_gpu(x_model: Path) -> None:
+    with pytest.raises(ModelLoadError, match="CUDA"):
+        load_backend(LoadOptions(str(x_model), quantization="int4"))
+
+
+def test_int8_without_torchao_says_how_to_get_it(
+    x_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)  # import fails
+    with pytest.raises(ModelLoadError, match=r"wisp-lsp\[quantization\]"):
+        load_backend(LoadOptions(str(x_model), quantization="int8"))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from model_runtime.evaluation.datasets import DATASETS, SANTACODER_LANGUAGES
+from model_runtime.ranking import DEFAULT_MIN_CONFIDENCE
 
 if TYPE_CHECKING:
     from model_runtime.backend import Backend
@@ -45,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ext", default="py", help="repo: extension of the files to cut")
     parser.add_argument("--model", help="model folder or hub id (default: the bundled model)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--quantization", choices=("none", "int8"), default="none")
+    parser.add_argument("--quantization", choices=("none", "int8", "int4"), default="none")
     parser.add_argument(
         "--max-new-tokens", type=_positive_int, default=128, help="generation budget per task"
     )
@@ -53,6 +54,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--context-tokens", type=_positive_int, default=1024, help="prompt budget per task"
     )
     parser.add_argument("--multiline", choices=("auto", "always", "never"), help=MULTILINE_HELP)
+    parser.add_argument(
+        "--num-candidates", type=_positive_int, default=1, help="candidates per task, ranked"
+    )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="ranking and trimming off: the first candidate, cut only at stop tokens",
+    )
+    parser.add_argument(
+        "--min-confidence",
+        type=_fraction,
+        default=DEFAULT_MIN_CONFIDENCE,
+        help="the gate to report on: share shown and scores of what is shown "
+        f"(default {DEFAULT_MIN_CONFIDENCE}, the setting's default); scores above it are ungated",
+    )
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="seconds each test program may run"
     )
@@ -84,13 +100,16 @@ def run(args: argparse.Namespace) -> int:
     except ModelLoadError as exc:
         print(f"wisp: cannot load the model: {exc}", file=sys.stderr)
         return 1
-    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, num_candidates=1)
-    options = EngineOptions(sampling=sampling, context_tokens=args.context_tokens)
+    sampling = SamplingParams(
+        max_new_tokens=args.max_new_tokens, num_candidates=args.num_candidates
+    )
+    options = EngineOptions(sampling=sampling, context_tokens=args.context_tokens, raw=args.raw)
     complete = engine_completer(backend, options, args.multiline)
     progress = tqdm(tasks, desc=args.dataset, unit="task", file=sys.stderr)
     samples = list(evaluate(progress, complete, args.timeout))
     modes = args.multiline or ",".join(sorted({t.multiline for t in tasks}))
-    summary = summarize(args.dataset, samples, model, _settings(args, modes))
+    gate = None if args.raw else args.min_confidence
+    summary = summarize(args.dataset, samples, model, _settings(args, modes), gate)
     _write_outputs(args, summary, samples)
     print(format_summary(summary))
     return 0
@@ -113,9 +132,25 @@ def _load_backend(model: str, device: str, quantization: str) -> Backend:
 
 def _settings(args: argparse.Namespace, multiline: str) -> dict[str, Any]:
     """The options this run used, as JSON values."""
-    common = ("limit", "device", "quantization", "max_new_tokens", "context_tokens", "timeout")
+    common = (
+        "limit",
+        "device",
+        "quantization",
+        "max_new_tokens",
+        "context_tokens",
+        "num_candidates",
+        "raw",
+        "timeout",
+    )
     names = (*common, *DATASET_SETTINGS[args.dataset])
     return {"path": str(args.path), **{n: getattr(args, n) for n in names}, "multiline": multiline}
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
