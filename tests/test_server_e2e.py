@@ -243,3 +243,18 @@ async def test_typing_out_a_suggestion_answers_its_rest(x_model: Path) -> None:
     # the model would say "xxxxx" again; the rest of the shown suggestion is what the user wants
     assert [i.insert_text for i in (await session.inline(URI, 0, 6)).items] == ["xxx"]
     await stop(session)
+
+
+async def test_a_burst_of_keystrokes_leaves_no_backlog(x_model: Path) -> None:
+    session, _ = await start({"model": str(x_model), "maxNewTokens": 200, "debounceMs": 50})
+    await session.wait_state("ready")
+    session.open(URI, "a = \n")
+    pending = []
+    for column in range(4, 12):  # typing "b" eight times, asking after each key
+        session.insert(URI, 0, column, "b", version=column)
+        pending.append(asyncio.ensure_future(session.inline(URI, 0, column + 1)))
+        await asyncio.sleep(0.01)
+    answers = await asyncio.wait_for(asyncio.gather(*pending), timeout=60)
+    assert all(not a.items for a in answers[:-1])  # replaced before the model ran them
+    assert answers[-1].items and answers[-1].items[0].insert_text.startswith("x")
+    await stop(session)
