@@ -33,7 +33,7 @@ class Settings:
     enabled_languages: tuple[str, ...] | None = None  # None: every language not disabled
     comments_and_strings: Policy = "invoked"  # completing inside comments and strings
     fim_template: str | None = None
-    debounce_ms: int = 25
+    debounce_ms: int = 0
     max_latency_ms: int = 1500
 
     def engine_options(self) -> EngineOptions:
