@@ -6,6 +6,13 @@ from lsprotocol import types
 
 from model_runtime.postprocess import Suggestion
 
+ACCEPT_COMMAND = "wisp.didAccept"
+
+
+def accept_command(item_id: str) -> types.Command:
+    """The command a client runs after inserting an item, so that wisp counts the acceptance."""
+    return types.Command(title="Accept", command=ACCEPT_COMMAND, arguments=[item_id])
+
 
 def replace_range(cursor: types.Position, replaced_units: int) -> types.Range:
     """The same-line range from the cursor over `replaced_units` code units."""
@@ -14,7 +21,10 @@ def replace_range(cursor: types.Position, replaced_units: int) -> types.Range:
 
 
 def inline_items(
-    suggestions: list[Suggestion], cursor: types.Position, replaced_units: list[int]
+    suggestions: list[Suggestion],
+    cursor: types.Position,
+    replaced_units: list[int],
+    ids: list[str],
 ) -> types.InlineCompletionList:
     """Ghost-text items; a range only where a suggestion replaces text right of the cursor."""
     return types.InlineCompletionList(
@@ -22,8 +32,9 @@ def inline_items(
             types.InlineCompletionItem(
                 insert_text=s.text,
                 range=replace_range(cursor, units) if units else None,
+                command=accept_command(item_id),
             )
-            for s, units in zip(suggestions, replaced_units, strict=True)
+            for s, units, item_id in zip(suggestions, replaced_units, ids, strict=True)
         ]
     )
 
@@ -38,6 +49,7 @@ def completion_items(
     cursor: types.Position,
     replaced_units: list[int],
     language: str,
+    ids: list[str],
 ) -> types.CompletionList:
     """Menu items for clients without inline completion; incomplete so typing asks again."""
     items = [
@@ -53,7 +65,10 @@ def completion_items(
             documentation=types.MarkupContent(
                 kind=types.MarkupKind.Markdown, value=f"```{language}\n{s.text}\n```"
             ),
+            command=accept_command(item_id),
         )
-        for rank, (s, units) in enumerate(zip(suggestions, replaced_units, strict=True))
+        for rank, (s, units, item_id) in enumerate(
+            zip(suggestions, replaced_units, ids, strict=True)
+        )
     ]
     return types.CompletionList(is_incomplete=True, items=items)

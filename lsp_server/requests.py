@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from lsp_server.positions import offset_at, position_at, units
 from lsp_server.server import WispServer
 from model_runtime.context import cursor_context
 from model_runtime.engine import CompletionRequest
+from model_runtime.lexical import completes_at
 from model_runtime.postprocess import Suggestion
 
 log = logging.getLogger(__name__)
@@ -27,14 +29,21 @@ class Found:
     language: str = ""
 
 
-async def suggest(ls: WispServer, uri: str, position: types.Position) -> Found:
-    """Suggestions for `uri` at `position`; empty (with a logged reason) when there are none."""
+async def suggest(
+    ls: WispServer, uri: str, position: types.Position, invoked: bool = True
+) -> Found:
+    """Suggestions for `uri` at `position`; empty (with a logged reason) when there are none.
+
+    `invoked`: the user asked explicitly (rather than typing), which the `commentsAndStrings`
+    setting may require inside comments and strings.
+    """
+    started = time.perf_counter()
     nothing = Found(position)
     doc = ls.workspace.text_documents.get(uri)
     if doc is None:
         log.info("no completion: %s was never opened", uri)
         return nothing
-    if doc.language_id in ls.settings.disabled_languages:
+    if not ls.settings.language_enabled(doc.language_id):
         log.info("no completion: language %s is disabled", doc.language_id)
         return nothing
     engine = ls.engine
@@ -55,6 +64,10 @@ async def suggest(ls: WispServer, uri: str, position: types.Position) -> Found:
     request = CompletionRequest(
         text, located.offset, _display_path(ls, doc.path), doc.language_id or ""
     )
+    policy = ls.settings.comments_and_strings
+    if not completes_at(text, located.offset, request.language, policy, invoked):
+        log.info("no completion: inside a comment or string (commentsAndStrings=%s)", policy)
+        return Found(cursor, language=request.language)
     result = engine.lookup(request)  # cached or typed through: no model, no waiting
     if result is not None:
         ls.scheduler.cancel(uri)  # the user has moved on from any request still running
@@ -66,7 +79,12 @@ async def suggest(ls: WispServer, uri: str, position: types.Position) -> Found:
         )
     if result is None or result.cancelled:
         log.info("no completion: request for %s was superseded or cancelled", uri)
+        engine_ms = result.timings_ms.get("total", 0.0) if result is not None else 0.0
+        ls.stats.record_cancelled(request.language, engine_ms)
         return Found(cursor, language=request.language)
+    latency_ms = (time.perf_counter() - started) * 1000
+    engine_ms = result.timings_ms.get("total", 0.0)
+    ls.stats.record_request(request.language, latency_ms, engine_ms, result.source != "model")
     log.debug("completion timings %s", result.timings_ms)
     line_suffix = cursor_context(text, located.offset).line_suffix
     replaced = [units(line_suffix[: s.replace], encoding) for s in result.suggestions]

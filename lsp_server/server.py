@@ -14,6 +14,7 @@ from pygls.lsp.server import LanguageServer
 from lsp_server import __version__
 from lsp_server.scheduler import Scheduler
 from lsp_server.settings import Settings, parse_settings
+from lsp_server.stats import Stats
 from model_runtime.backend import ModelLoadError
 from model_runtime.engine import CompletionEngine
 
@@ -35,6 +36,7 @@ class WispServer(LanguageServer):
         self.engine: CompletionEngine | None = None
         self.model_state: ModelState = "idle"
         self.scheduler = Scheduler()
+        self.stats = Stats()
         self._loaded_key: tuple[Any, ...] | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()

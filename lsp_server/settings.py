@@ -10,7 +10,7 @@ from typing import Any
 
 from model_runtime.backend import SamplingParams
 from model_runtime.engine import EngineOptions
-from model_runtime.lexical import Policy
+from model_runtime.lexical import CommentsAndStrings
 from model_runtime.ranking import DEFAULT_MIN_CONFIDENCE
 from model_runtime.templates import TEMPLATES
 
@@ -31,7 +31,7 @@ class Settings:
     multiline: str = "auto"
     disabled_languages: tuple[str, ...] = field(default_factory=tuple)
     enabled_languages: tuple[str, ...] | None = None  # None: every language not disabled
-    comments_and_strings: Policy = "invoked"  # completing inside comments and strings
+    comments_and_strings: CommentsAndStrings = "invoked"
     fim_template: str | None = None
     debounce_ms: int = 0
     max_latency_ms: int = 1500

@@ -9,7 +9,8 @@ from typing import Literal
 
 from model_runtime.backend import Backend, GenerationRequest, SamplingParams
 from model_runtime.context import MultilineMode, cursor_context, wants_multiline
-from model_runtime.postprocess import Suggestion, to_suggestions
+from model_runtime.dismissals import DismissalMemory
+from model_runtime.postprocess import Policy, Suggestion, to_suggestions
 from model_runtime.prompt import PrefixAnchor, build_prompt
 from model_runtime.result_cache import ResultCache
 from model_runtime.templates import PromptParts
@@ -23,6 +24,8 @@ class EngineOptions:
     context_tokens: int = 1024
     multiline: MultilineMode = "auto"
     max_latency_ms: float | None = None  # decoding stops at this age and returns what is ready
+    min_confidence: float = 0.0  # the gate: less confident suggestions are not shown
+    raw: bool = False  # ranking and trimming off: the first candidate, cut at stops only
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class CompletionEngine:
         self._options = options or EngineOptions()
         self.cache = ResultCache(cache_size)
         self._anchors: dict[str, PrefixAnchor] = {}
+        self.dismissals = DismissalMemory()
 
     @property
     def options(self) -> EngineOptions:
@@ -95,6 +99,7 @@ class CompletionEngine:
         if hit is None:
             return None
         suggestions, through = hit
+        suggestions = self.dismissals.screen(ctx, suggestions)
         elapsed = (time.perf_counter() - started) * 1000
         return CompletionResult(
             suggestions, {"total": elapsed}, source="typed_through" if through else "cache"
@@ -133,7 +138,14 @@ class CompletionEngine:
         )
         if cancel.is_set():
             return CompletionResult([], {"prompt": prompt_ms}, cancelled=True)
-        suggestions = to_suggestions(generation.candidates, ctx, stops, one_line=not multiline)
+        policy = Policy(opts.multiline, opts.min_confidence, opts.raw)
+        suggestions = self.dismissals.screen(
+            ctx,
+            to_suggestions(
+                generation.candidates, ctx, stops, not multiline, policy, self.backend.decode
+            ),
+        )
+        self.dismissals.offered(ctx, suggestions)
         timings = {
             "prompt": prompt_ms,
             **generation.timings_ms,

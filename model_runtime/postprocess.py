@@ -1,12 +1,21 @@
-"""Turn raw candidates into suggestions: cut, clean, place against the text after the cursor."""
+"""Turn raw candidates into suggestions: cut, clean, check, rank, gate.
+
+Each candidate goes through the named filters of `trimming.py`, then the syntax check of
+`syntax.py`; `ranking.py` scores what is left. `Policy(raw=True)` skips all of it: the first
+candidate, cut at stop strings only, is the answer (`wisp eval --raw`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
+from model_runtime import ranking, trimming
 from model_runtime.backend import Candidate
-from model_runtime.context import CursorContext
+from model_runtime.context import CursorContext, MultilineMode
 from model_runtime.stopping import cut_at_stops
+from model_runtime.syntax import SyntaxCheck, syntax_check
 
 
 @dataclass(frozen=True)
@@ -17,37 +26,144 @@ class Suggestion:
     score: float
     replace: int = 0
 
-
-def clean_text(text: str, stops: tuple[str, ...], one_line: bool) -> str:
-    """Cut at stop strings (and the line break in one-line mode); drop trailing blank space."""
-    text = cut_at_stops(text, stops, one_line)
-    lines = [line.rstrip() for line in text.split("\n")]
-    while len(lines) > 1 and not lines[-1]:
-        lines.pop()
-    return "\n".join(lines).rstrip() if len(lines) == 1 else "\n".join(lines)
+    @property
+    def confidence(self) -> float:
+        return ranking.confidence(self.score)
 
 
-def overlap_with_line_suffix(text: str, line_suffix: str) -> int:
-    """How many characters after the cursor the suggestion already types (an auto-closed `)`).
+@dataclass(frozen=True)
+class Policy:
+    """How candidates become suggestions."""
 
-    When the suggestion ends with the rest of the line, it replaces it; otherwise it is inserted.
+    multiline: MultilineMode = "auto"
+    min_confidence: float = 0.0  # the gate: less confident suggestions are not shown
+    raw: bool = False  # ranking and trimming off
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A candidate after trimming: what it inserts and replaces, and what the checks found."""
+
+    candidate: Candidate
+    text: str
+    replace: int = 0
+    kept: int = 0  # characters of the model's text it keeps
+    flags: tuple[str, ...] = ()
+    rejected: str = ""  # the check that rejected it; its text is then as it was before that
+
+
+Cut = Callable[[str], str]
+
+
+def cuts(ctx: CursorContext, one_line: bool, policy: Policy) -> list[tuple[str, Cut]]:
+    """The cuts that apply here, by the name of the check each answers to."""
+    chosen: list[tuple[str, Cut]] = [
+        ("repetition", trimming.cut_looping_line),
+        ("repetition", trimming.cut_repeated_lines),
+        ("suffix_copy", partial(trimming.cut_suffix_copy, ctx=ctx)),
+    ]
+    if not one_line:
+        chosen.append(("scope", partial(trimming.cut_at_scope, ctx=ctx)))
+        if policy.multiline == "auto":
+            chosen.append(("statement", partial(trimming.cut_to_statement, ctx=ctx)))
+    chosen.append(("line_suffix", lambda text: trimming.fit_line_suffix(text, ctx)[0]))
+    return chosen
+
+
+def tidy(text: str, ctx: CursorContext) -> str:
+    """Whitespace: none at line ends or after the text, indentation as the document's."""
+    text = trimming.join_spacing(trimming.strip_trailing_whitespace(text), ctx)
+    return trimming.match_indentation(text, ctx)
+
+
+def trim(
+    candidate: Candidate,
+    ctx: CursorContext,
+    stops: tuple[str, ...],
+    one_line: bool,
+    policy: Policy,
+    check: SyntaxCheck | None = None,
+) -> Draft:
+    """One candidate through the cuts, the whitespace rewrites and the syntax check.
+
+    A cut that would leave nothing rejects the candidate instead; so does a syntax error that
+    no prefix of whole lines avoids. A text that would change nothing comes back empty.
     """
-    rest = line_suffix.rstrip()
-    return len(line_suffix) if rest and text.rstrip().endswith(rest) else 0
+    text = cut_at_stops(candidate.text, stops, one_line)
+    flags: list[str] = []
+    for name, cut in cuts(ctx, one_line, policy):
+        shorter = cut(text)
+        if shorter.strip() or not text.strip():
+            if shorter != text and name not in flags:
+                flags.append(name)
+            text = shorter
+            continue
+        return Draft(candidate, tidy(text, ctx), kept=len(text), rejected=name)
+    cut_text = text
+    kept = len(text.rstrip())
+    ran_out = candidate.stop_reason in ("max_tokens", "deadline")
+    unfinished = ran_out and kept == len(cut_at_stops(candidate.text, stops, one_line).rstrip())
+    text, replace = tidy(text, ctx), trimming.fit_line_suffix(text, ctx)[1]
+    if not text.strip() or trimming.is_no_op(text, replace, ctx):
+        return Draft(candidate, "")
+    if check is not None:
+        clean = check.longest_clean(text, replace)
+        if clean is None:
+            return Draft(candidate, text, replace, kept, tuple(flags), "syntax")
+        if clean != text:
+            lines = clean.count("\n") + 1
+            kept = len("\n".join(cut_text.split("\n")[:lines]))
+            text, replace = trimming.strip_trailing_whitespace(clean), 0
+            flags.append("syntax")
+    if unfinished:
+        flags.append("unfinished")
+    if ranking.copies_previous_line(text, ctx):
+        flags.append("copies_previous_line")
+    return Draft(candidate, text, replace, kept, tuple(flags))
+
+
+def draft_score(draft: Draft, decode: ranking.Decode | None) -> float:
+    logprobs = ranking.kept_logprobs(draft.candidate, draft.kept, decode)
+    penalised = [f for f in draft.flags if f in ranking.PENALTIES]
+    return ranking.score(logprobs, penalised, rejected=bool(draft.rejected))
+
+
+def raw_suggestions(
+    candidates: list[Candidate], stops: tuple[str, ...], one_line: bool
+) -> list[Suggestion]:
+    """The first candidate as the model wrote it, cut only at stop strings (and the line end)."""
+    if not candidates:
+        return []
+    text = cut_at_stops(candidates[0].text, stops, one_line)
+    return [Suggestion(text, candidates[0].mean_logprob)] if text else []
 
 
 def to_suggestions(
-    candidates: list[Candidate], ctx: CursorContext, stops: tuple[str, ...], one_line: bool
+    candidates: list[Candidate],
+    ctx: CursorContext,
+    stops: tuple[str, ...],
+    one_line: bool,
+    policy: Policy | None = None,
+    decode: ranking.Decode | None = None,
 ) -> list[Suggestion]:
-    """Cleaned, de-duplicated, non-empty suggestions, best mean log-probability first."""
+    """Trimmed, checked, de-duplicated suggestions that pass the gate, best first.
+
+    `decode` (the backend's) lets a trimmed suggestion be scored on the tokens it kept.
+    """
+    policy = policy or Policy()
+    if policy.raw:
+        return raw_suggestions(candidates, stops, one_line)
+    check = syntax_check(ctx) if candidates else None
+    drafts = [trim(c, ctx, stops, one_line, policy, check) for c in candidates]
+    scored = [(draft_score(d, decode), d) for d in drafts if d.text.strip()]
+    scored.sort(key=lambda pair: (pair[0], pair[1].candidate.mean_logprob), reverse=True)
     seen: set[str] = set()
     out: list[Suggestion] = []
-    for cand in sorted(candidates, key=lambda c: c.mean_logprob, reverse=True):
-        text = clean_text(cand.text, stops, one_line)
-        if not text.strip() or text in seen:
+    for value, draft in scored:
+        key = trimming.normalised(draft.text + ctx.line_suffix[draft.replace :])
+        if key in seen:
             continue
-        seen.add(text)
-        out.append(
-            Suggestion(text, cand.mean_logprob, overlap_with_line_suffix(text, ctx.line_suffix))
-        )
+        seen.add(key)
+        if ranking.passes_gate(value, policy.min_confidence):
+            out.append(Suggestion(draft.text, value, draft.replace))
     return out

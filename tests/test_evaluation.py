@@ -19,7 +19,8 @@ from model_runtime.evaluation.metrics import (
     levenshtein,
     scored_part,
 )
-from model_runtime.evaluation.runner import Scores, score
+from model_runtime.evaluation.report import gate
+from model_runtime.evaluation.runner import Sample, Scores, score
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HUMANEVAL = DATA / "human-eval-infilling" / "HumanEval-SingleLineInfilling.jsonl.gz"
@@ -187,6 +188,7 @@ SUMMARY_KEYS = {
     "mean_latency_ms",
     "model",
     "settings",
+    "gate",
 }
 
 
@@ -224,6 +226,32 @@ def test_eval_repo_end_to_end(x_model: Path, tmp_path: Path) -> None:
     assert set(summary) == SUMMARY_KEYS
     assert summary["n"] == len(samples) == 5
     assert summary["settings"]["seed"] == 3
+
+
+def test_eval_raw_turns_ranking_and_trimming_off(x_model: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    for file in FILES:
+        (tree / file.path).parent.mkdir(parents=True, exist_ok=True)
+        (tree / file.path).write_text(file.text, encoding="utf-8", newline="")
+    args = ["--dataset", "repo", "--path", str(tree), "--limit", "5", "--raw"]
+    summary, samples = run_eval(x_model, tmp_path, *args)
+    assert set(summary) == SUMMARY_KEYS - {"gate"}  # no gate without ranking
+    assert summary["settings"]["raw"] is True
+    assert all(s["completion"] == "xxxx" for s in samples)
+
+
+def test_gate_summary_counts_hidden_answers_as_empty() -> None:
+    hit, miss = Scores(100.0, 100.0, None), Scores(0.0, 40.0, None)
+    floor = Scores(0.0, 0.0, None)
+    samples = [
+        Sample("a", "x", "x", hit, floor, 1.0, 0.9),
+        Sample("b", "y", "x", miss, floor, 1.0, 0.01),
+        Sample("c", "", "x", floor, floor, 1.0, None),
+    ]
+    g = gate(samples, 0.5)
+    assert g["shown"] == pytest.approx(100 / 3, abs=0.01)
+    assert g["of_shown"] == {"exact_match": 100.0, "edit_similarity": 100.0}
+    assert g["all_tasks"]["edit_similarity"] == pytest.approx(100 / 3, abs=0.01)
 
 
 def test_eval_reports_a_missing_dataset(x_model: Path, tmp_path: Path) -> None:

@@ -19,8 +19,13 @@ SCRIPT = REPO / "tests" / "nvim" / "complete.lua"
 TIMEOUT_S = 120
 NVIM = shutil.which("nvim")
 XDG_KINDS = ("config", "data", "state", "cache")
-# The script quits Neovim itself; `cquit` runs only if it could not (a Lua syntax error).
-NVIM_ARGS = ["--headless", "--clean", "-u", "NONE", "-c", f"luafile {SCRIPT}", "-c", "cquit 3"]
+# The script runs on from Neovim's main loop and quits Neovim itself; if it never started (a
+# Lua syntax error), the second command quits with status 3.
+NVIM_ARGS = [
+    "--headless", "--clean", "-u", "NONE",
+    "-c", f"luafile {SCRIPT}",
+    "-c", "lua if not _G.wisp_test_started then vim.cmd('cquit 3') end",
+]  # fmt: skip
 
 
 def nvim_env(workdir: Path, model: Path) -> dict[str, str]:
@@ -81,5 +86,25 @@ def test_neovim_applies_completions_while_editing(x_model: Path, tmp_path: Path)
     ], context
     # The server clamps positions past its copy's line ends: equal starts mean it saw the edits.
     assert all(s["edit_start"] == s["position"] for s in report["steps"]), context
-    assert report["lines"] == ["value = xxxx + xxxx", "total = xxxx"], context
+    commands = [s["command"] for s in report["steps"]]
+    assert {c["command"] for c in commands} == {"wisp.didAccept"}, context
+    assert len({c["arguments"][0] for c in commands}) == 3, context
+
+    # Menu mode (no ghost text before 0.12): 'omnifunc', and keys that leave <Tab> alone.
+    assert report["omnifunc"] == "v:lua.vim.lsp.omnifunc", context
+    assert report["keymaps"] == {"accept": "<M-l>", "next": "<M-]>", "dismiss": "<C-]>"}, context
+    assert report["tab_mapping"] == "", context
+    assert report["menu_items"] == ["xxxx"], context
+
+    # Three applied edits and one menu completion; only the menu ran the accept command.
+    stats = report["stats"]
+    assert (stats["requests"], stats["shown"], stats["accepted"]) == (4, 4, 1), context
+    assert stats["per_language"]["python"]["accepted"] == 1, context
+    assert stats["engine_ms_total"] > 0 and stats["latency_ms"]["p50"] > 0, context
+
+    # In a comment: asked-for completion works by default, not after commentsAndStrings=never.
+    assert report["comment_items"] == {"default": 1, "never": 0}, context
+    assert report["lines"] == ["value = xxxx + xxxx", "total = xxxx", "count = xxxx", "# note "], (
+        context
+    )
     assert report["exit"] == {"code": 0, "signal": 0}, context

@@ -70,7 +70,9 @@ async def test_inline_and_classic_completion_after_edits(x_model: Path) -> None:
     await stop(session)
 
 
-async def test_suggestion_that_retypes_the_closing_bracket_replaces_it(paren_model: Path) -> None:
+async def test_suggestion_that_only_retypes_the_closing_bracket_is_not_offered(
+    paren_model: Path,
+) -> None:
     session, _ = await start({"model": str(paren_model), "maxNewTokens": 1})
     await session.wait_state("ready")
     session.open(URI, "print(\n")
@@ -80,10 +82,18 @@ async def test_suggestion_that_retypes_the_closing_bracket_replaces_it(paren_mod
             content_changes=[types.TextDocumentContentChangeWholeDocument(text="print()\n")],
         )
     )
-    items = (await session.inline(URI, 0, 6)).items
-    assert items[0].insert_text == ")"
+    assert not (await session.inline(URI, 0, 6)).items  # `)` over `)` changes nothing
+    await stop(session)
+
+
+async def test_suggestion_that_retypes_the_rest_of_the_line_replaces_it(x_model: Path) -> None:
+    session, _ = await start({"model": str(x_model), "maxNewTokens": 5})
+    await session.wait_state("ready")
+    session.open(URI, "a = xx\n")
+    items = (await session.inline(URI, 0, 4)).items
+    assert items[0].insert_text == "xxxxx"
     assert items[0].range == types.Range(
-        start=types.Position(line=0, character=6), end=types.Position(line=0, character=7)
+        start=types.Position(line=0, character=4), end=types.Position(line=0, character=6)
     )
     await stop(session)
 

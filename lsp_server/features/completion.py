@@ -14,8 +14,10 @@ def register(server: WispServer) -> None:
     async def inline_completion(
         ls: WispServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList:
-        found = await suggest(ls, params.text_document.uri, params.position)
-        return inline_items(found.suggestions, found.cursor, found.replaced_units)
+        invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        found = await suggest(ls, params.text_document.uri, params.position, invoked)
+        ids = ls.stats.issue(found.language, len(found.suggestions))
+        return inline_items(found.suggestions, found.cursor, found.replaced_units, ids)
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
     async def completion(ls: WispServer, params: types.CompletionParams) -> types.CompletionList:
@@ -24,7 +26,13 @@ def register(server: WispServer) -> None:
         ):
             # The client shows ghost text already; the same text in its menu would be noise.
             return types.CompletionList(is_incomplete=False, items=[])
-        found = await suggest(ls, params.text_document.uri, params.position)
+        # wisp registers no trigger characters: any request without one was asked for.
+        invoked = params.context is None or (
+            params.context.trigger_kind != types.CompletionTriggerKind.TriggerCharacter
+        )
+        found = await suggest(ls, params.text_document.uri, params.position, invoked)
+        # A menu shows its first item as soon as it opens; no client reports that.
+        ids = ls.stats.issue(found.language, len(found.suggestions), shown=1)
         return completion_items(
-            found.suggestions, found.cursor, found.replaced_units, found.language
+            found.suggestions, found.cursor, found.replaced_units, found.language, ids
         )

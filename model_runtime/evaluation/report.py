@@ -1,4 +1,4 @@
-"""The summary of a run: mean scores, the empty-completion floor, and their text form."""
+"""The summary of a run: mean scores, the empty-completion floor, the gate, and their text form."""
 
 from __future__ import annotations
 
@@ -27,10 +27,29 @@ def aggregate(scores: Sequence[Scores]) -> dict[str, float]:
     return out
 
 
-def summarize(
-    dataset: str, samples: Sequence[Sample], model: str, settings: Mapping[str, Any]
-) -> dict[str, Any]:
+def gate(samples: Sequence[Sample], min_confidence: float) -> dict[str, Any]:
+    """What a confidence gate would do: the share of tasks shown, the scores of what is shown,
+    and the scores of all tasks when a hidden answer counts as an empty one."""
+    visible = [s.confidence is not None and s.confidence >= min_confidence for s in samples]
+    shown = [s for s, seen in zip(samples, visible, strict=True) if seen]
+    gated = [s.scores if seen else s.floor for s, seen in zip(samples, visible, strict=True)]
     return {
+        "min_confidence": min_confidence,
+        "shown": round(100.0 * len(shown) / max(len(samples), 1), 2),
+        "of_shown": aggregate([s.scores for s in shown]),
+        "all_tasks": aggregate(gated),
+    }
+
+
+def summarize(
+    dataset: str,
+    samples: Sequence[Sample],
+    model: str,
+    settings: Mapping[str, Any],
+    min_confidence: float | None = None,
+) -> dict[str, Any]:
+    """Mean scores and latency; with `min_confidence`, what that gate would show too."""
+    summary = {
         "dataset": dataset,
         "n": len(samples),
         **aggregate([s.scores for s in samples]),
@@ -39,6 +58,9 @@ def summarize(
         "model": model,
         "settings": dict(settings),
     }
+    if min_confidence is not None:
+        summary["gate"] = gate(samples, min_confidence)
+    return summary
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
@@ -49,11 +71,17 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"{label} {scores[key]:.2f}" for key, label in METRIC_LABELS.items() if key in scores
         )
 
-    return "\n".join(
-        [
-            f"{summary['dataset']}: n={summary['n']}  model={summary['model']}",
-            f"  completion: {line(summary)}",
-            f"  floor (empty completion): {line(summary['floor'])}",
-            f"  mean latency {summary['mean_latency_ms']:.1f} ms",
+    lines = [
+        f"{summary['dataset']}: n={summary['n']}  model={summary['model']}",
+        f"  completion: {line(summary)}",
+        f"  floor (empty completion): {line(summary['floor'])}",
+        f"  mean latency {summary['mean_latency_ms']:.1f} ms",
+    ]
+    if "gate" in summary:
+        g = summary["gate"]
+        lines += [
+            f"  gate minConfidence {g['min_confidence']:.2f}: shown {g['shown']:.2f}% of tasks",
+            f"    of shown: {line(g['of_shown'])}",
+            f"    all tasks, hidden as empty: {line(g['all_tasks'])}",
         ]
-    )
+    return "\n".join(lines)

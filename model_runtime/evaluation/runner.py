@@ -12,6 +12,7 @@ from model_runtime.engine import CompletionEngine, CompletionRequest, EngineOpti
 from model_runtime.evaluation.execution import program_for, run_python
 from model_runtime.evaluation.metrics import edit_similarity, exact_match, scored_part
 from model_runtime.evaluation.task import FimTask
+from model_runtime.postprocess import Suggestion
 
 
 @dataclass(frozen=True)
@@ -33,9 +34,10 @@ class Sample:
     scores: Scores
     floor: Scores
     latency_ms: float
+    confidence: float | None = None  # the answer's; None when there was none
 
 
-Completer = Callable[[FimTask], tuple[str, int]]
+Completer = Callable[[FimTask], Suggestion | None]
 
 
 def score(task: FimTask, completion: str, replaced: int, timeout_s: float) -> Scores:
@@ -50,19 +52,19 @@ def score(task: FimTask, completion: str, replaced: int, timeout_s: float) -> Sc
 def engine_completer(
     backend: Backend, options: EngineOptions, multiline: MultilineMode | None
 ) -> Completer:
-    """The best suggestion's text and replace count; `multiline` None follows each task's mode."""
+    """The best suggestion, if any; `multiline` None follows each task's mode."""
     engines = {
         mode: CompletionEngine(backend, replace(options, multiline=mode))
         for mode in ("auto", "always", "never")
     }
 
-    def complete(task: FimTask) -> tuple[str, int]:
+    def complete(task: FimTask) -> Suggestion | None:
         engine = engines[multiline or task.multiline]
         request = CompletionRequest(
             task.prefix + task.suffix, len(task.prefix), task.path, task.language
         )
         suggestions = engine.complete(request).suggestions
-        return (suggestions[0].text, suggestions[0].replace) if suggestions else ("", 0)
+        return suggestions[0] if suggestions else None
 
     return complete
 
@@ -71,8 +73,9 @@ def evaluate(tasks: Iterable[FimTask], complete: Completer, timeout_s: float) ->
     """Complete and score each task in turn."""
     for task in tasks:
         started = time.perf_counter()
-        text, replaced = complete(task)
+        answer = complete(task)
         latency_ms = (time.perf_counter() - started) * 1000
+        text, replaced = (answer.text, answer.replace) if answer else ("", 0)
         yield Sample(
             task.task_id,
             text,
@@ -80,4 +83,5 @@ def evaluate(tasks: Iterable[FimTask], complete: Completer, timeout_s: float) ->
             score(task, text, replaced, timeout_s),
             score(task, "", 0, timeout_s),
             latency_ms,
+            answer.confidence if answer else None,
         )
