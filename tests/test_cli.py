@@ -98,3 +98,14 @@ def test_serve_over_tcp_on_loopback() -> None:
         server.terminate()
         stdout, _ = server.communicate(timeout=10)
     assert stdout == b""  # logs never go to stdout
+
+
+@pytest.mark.parametrize("settings", ["{not json", "[1, 2]"])
+def test_complete_bad_settings_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], settings: str
+) -> None:
+    source = tmp_path / "a.py"
+    source.write_text("x = 1\n")
+    argv = ["complete", str(source), "--line", "0", "--character", "4", "--settings", settings]
+    assert main(argv) == 2
+    assert "--settings" in capsys.readouterr().err

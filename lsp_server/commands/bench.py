@@ -7,7 +7,6 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "server.py"
 
@@ -41,20 +40,15 @@ def run(args: argparse.Namespace) -> int:
     from lsp_server.bench.report import plot, summarize, table
     from lsp_server.bench.script import sessions
     from lsp_server.bench.throughput import throughput
-    from lsp_server.settings import parse_settings
+    from lsp_server.commands.inputs import InputError, cli_settings, read_source
     from model_runtime.backend import ModelLoadError
 
     try:
-        text = args.file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"wisp: cannot read {args.file}: {exc}", file=sys.stderr)
+        text = read_source(args.file)
+        raw, settings = cli_settings(args.settings, args.model)
+    except InputError as exc:
+        print(f"wisp: {exc}", file=sys.stderr)
         return 2
-    raw: dict[str, Any] = json.loads(args.settings) if args.settings else {}
-    if args.model:
-        raw["model"] = args.model
-    settings, warnings = parse_settings(raw)
-    for warning in warnings:
-        print(f"wisp: {warning}", file=sys.stderr)
     plan = sessions(text, args.file.name, args.documents, args.holes, args.seed)
     holes = sum(len(s.holes) for s in plan)
     with tqdm(total=holes, desc="bench", unit="line", file=sys.stderr) as bar:

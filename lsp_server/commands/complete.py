@@ -22,23 +22,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lsp_server.commands.inputs import InputError, cli_settings, read_source
     from lsp_server.loading import load_engine
     from lsp_server.positions import offset_at
-    from lsp_server.settings import parse_settings
     from model_runtime.backend import ModelLoadError
     from model_runtime.engine import CompletionRequest
 
     try:
-        text = args.path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"wisp: cannot read {args.path}: {exc}", file=sys.stderr)
+        text = read_source(args.path)
+        _, settings = cli_settings(args.settings, args.model)
+    except InputError as exc:
+        print(f"wisp: {exc}", file=sys.stderr)
         return 2
-    raw = json.loads(args.settings) if args.settings else {}
-    if args.model:
-        raw["model"] = args.model
-    settings, warnings = parse_settings(raw)
-    for warning in warnings:
-        print(f"wisp: {warning}", file=sys.stderr)
     try:
         engine = load_engine(settings)
     except ModelLoadError as exc:
