@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from model_runtime.backend import Backend, GenerationRequest, SamplingParams
-from model_runtime.context import MultilineMode, cursor_context, wants_multiline
+from model_runtime.context import CursorContext, MultilineMode, cursor_context, wants_multiline
 from model_runtime.dismissals import DismissalMemory
 from model_runtime.postprocess import Policy, Suggestion, to_suggestions
 from model_runtime.prompt import PrefixAnchor, build_prompt
@@ -95,6 +95,9 @@ class CompletionEngine:
         """The answer from the result cache, or None when the model has to run."""
         started = time.perf_counter()
         ctx = cursor_context(request.text, request.offset, request.path, request.language)
+        return self._cached(ctx, started)
+
+    def _cached(self, ctx: CursorContext, started: float) -> CompletionResult | None:
         hit = self.cache.get(ctx)
         if hit is None:
             return None
@@ -108,12 +111,12 @@ class CompletionEngine:
     def complete(
         self, request: CompletionRequest, cancel: threading.Event | None = None
     ) -> CompletionResult:
-        if (hit := self.lookup(request)) is not None:
+        started = time.perf_counter()
+        ctx = cursor_context(request.text, request.offset, request.path, request.language)
+        if (hit := self._cached(ctx, started)) is not None:
             return hit
         cancel = cancel or threading.Event()
         opts = self.options
-        started = time.perf_counter()
-        ctx = cursor_context(request.text, request.offset, request.path, request.language)
         multiline = wants_multiline(ctx, opts.multiline)
         budget = code_budget(self.backend, opts, ctx.path)
         prompt = build_prompt(
