@@ -10,6 +10,10 @@ from collections.abc import Sequence
 
 from lsp_server import __version__
 
+# Libraries that log at import time about things wisp does not use (torchao's optional CUDA
+# kernels on a CPU machine, torch's pytree deprecations): shown only with -vv.
+IMPORT_NOISE = ("torchao", "torch.utils._pytree")
+
 # name -> module with `configure(parser)` and `run(args) -> int`; imported only when used.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("lsp_server.commands.serve", "run the language server (stdio by default)"),
@@ -49,6 +53,8 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
     if verbose < 2:  # pygls logs every message it sends at info level: only with -vv
         logging.getLogger("pygls").setLevel(max(level, logging.WARNING))
+        for name in IMPORT_NOISE:
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

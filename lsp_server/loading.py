@@ -16,6 +16,7 @@ def load_engine(settings: Settings) -> CompletionEngine:
             source=resolve_model(settings.model),
             device=settings.device,
             quantization=settings.quantization,
+            threads=settings.threads,
             trust_remote_code=settings.trust_remote_code,
             fim_template=settings.fim_template,
         )

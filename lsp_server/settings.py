@@ -22,6 +22,7 @@ class Settings:
     model: str | None = None
     device: str = "auto"
     quantization: str = "none"
+    threads: int = 0  # 0: torch's default, one per physical core
     trust_remote_code: bool = False
     max_new_tokens: int = 48
     num_candidates: int = 1
@@ -62,6 +63,7 @@ class Settings:
             self.model,
             self.device,
             self.quantization,
+            self.threads,
             self.trust_remote_code,
             self.fim_template,
         )
@@ -132,6 +134,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "model": _optional_text,
     "device": _choice("auto", "cpu", "cuda"),
     "quantization": _choice("none", "int8", "int4"),
+    "threads": _int_range(0, 256),
     "trust_remote_code": _boolean,
     "max_new_tokens": _int_range(1, 512),
     "num_candidates": _int_range(1, 8),

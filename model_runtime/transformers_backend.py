@@ -58,8 +58,22 @@ class LoadOptions:
     source: str
     device: str = "auto"  # auto | cpu | cuda
     quantization: str = "none"  # none | int8 | int4
+    threads: int = 0  # CPU threads per matmul; 0: torch's default
     trust_remote_code: bool = False
     fim_template: str | None = None  # registry name; None detects it from the model
+
+
+# torch's own choice (one thread per physical core), taken before any setting changes it.
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def set_threads(threads: int) -> None:
+    """Threads torch uses within one operation, for the whole process; 0 restores the default.
+
+    Fewer than the cores helps when the machine is busy with other work: torch's threads wait for
+    each other at every operation, so one slowed thread slows them all.
+    """
+    torch.set_num_threads(threads or DEFAULT_THREADS)
 
 
 def pick_device(requested: str) -> str:
@@ -78,6 +92,7 @@ def load_backend(options: LoadOptions) -> TransformersBackend:
         raise ModelLoadError(f"model folder {source!r} does not exist")
     where = str(local) if local.is_dir() else source
     device = pick_device(options.device)
+    set_threads(options.threads)
     hf_logging.disable_progress_bar()
     try:
         config = AutoConfig.from_pretrained(where, trust_remote_code=options.trust_remote_code)

@@ -28,6 +28,7 @@ def test_valid_camel_case_values() -> None:
         "disabledLanguages": ["markdown", "plaintext"],
         "fimTemplate": "starcoder2",
         "trustRemoteCode": True,
+        "threads": 1,
     }
     settings, warnings = parse_settings(raw)
     assert warnings == []
@@ -35,7 +36,7 @@ def test_valid_camel_case_values() -> None:
         model="/models/coder", device="cpu", quantization="int8", max_new_tokens=32,
         num_candidates=3, context_tokens=2048, temperature=0.7, multiline="never",
         disabled_languages=("markdown", "plaintext"), fim_template="starcoder2",
-        trust_remote_code=True,
+        trust_remote_code=True, threads=1,
     )  # fmt: skip
 
 
@@ -59,6 +60,8 @@ def test_wisp_section_is_unwrapped() -> None:
         ({"fimTemplate": "gpt-17"}, "fimTemplate"),
         ({"model": 42}, "model"),
         ({"trustRemoteCode": "yes"}, "trustRemoteCode"),
+        ({"threads": -1}, "threads"),
+        ({"threads": 2.5}, "threads"),
     ],
 )
 def test_invalid_value_falls_back_with_a_warning(raw: dict[str, Any], setting: str) -> None:
@@ -104,4 +107,6 @@ def test_load_key_ignores_generation_settings() -> None:
     a, _ = parse_settings({"maxNewTokens": 7})
     b, _ = parse_settings({"maxNewTokens": 8, "temperature": 1.0})
     c, _ = parse_settings({"quantization": "int8"})
+    d, _ = parse_settings({"threads": 1})
     assert a.load_key() == b.load_key() != c.load_key()
+    assert d.load_key() not in (a.load_key(), c.load_key())

@@ -12,6 +12,7 @@ from tiny_model import build_tiny_model
 
 from model_runtime.backend import GenerationRequest, ModelLoadError, SamplingParams
 from model_runtime.transformers_backend import (
+    DEFAULT_THREADS,
     PREFILL_CHUNK,
     LoadOptions,
     TransformersBackend,
@@ -116,6 +117,19 @@ def test_load_errors_name_the_cause(
             (folder / name).write_bytes((x_model / name).read_bytes())
     with pytest.raises(ModelLoadError, match=message):
         load_backend(LoadOptions(str(folder)))
+
+
+def test_threads_setting_applies_and_zero_restores_the_default(x_model: Path) -> None:
+    import torch
+
+    try:
+        backend = load_backend(LoadOptions(str(x_model), threads=1))
+        assert torch.get_num_threads() == 1
+        assert ask(backend, max_new_tokens=4).candidates[0].text == "xxxx"
+        load_backend(LoadOptions(str(x_model), threads=0))
+        assert torch.get_num_threads() == DEFAULT_THREADS
+    finally:
+        torch.set_num_threads(DEFAULT_THREADS)
 
 
 def test_hub_id_without_network_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,59 @@
+"""`wisp` logging: stderr or a file, pygls' chatter and import-time library noise only with -vv."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lsp_server.cli import IMPORT_NOISE, setup_logging
+
+NAMES = ("pygls", "model_runtime", *IMPORT_NOISE)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in NAMES}
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, old in levels.items():
+        logging.getLogger(name).setLevel(old)
+
+
+def logged(tmp_path: Path, verbose: int) -> str:
+    log_file = tmp_path / "wisp.log"
+    setup_logging(verbose, str(log_file))
+    logging.getLogger("torchao").warning("Failed to load _C_mxfp8.so")
+    logging.getLogger("torch.utils._pytree").warning("Enum subclass is deprecated")
+    logging.getLogger("pygls.protocol").info("Sending data")
+    logging.getLogger("model_runtime.engine").warning("model missing")
+    logging.getLogger("model_runtime.engine").info("loaded")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    return log_file.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("verbose", "shown", "hidden"),
+    [
+        (0, ["model missing"], ["loaded", "Sending data", "_C_mxfp8", "Enum subclass"]),
+        (1, ["model missing", "loaded"], ["Sending data", "_C_mxfp8", "Enum subclass"]),
+        (2, ["model missing", "loaded", "Sending data", "_C_mxfp8", "Enum subclass"], []),
+    ],
+)
+def test_verbosity_decides_what_is_logged(
+    tmp_path: Path, verbose: int, shown: list[str], hidden: list[str]
+) -> None:
+    text = logged(tmp_path, verbose)
+    for message in shown:
+        assert message in text
+    for message in hidden:
+        assert message not in text
