@@ -51,10 +51,12 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
     )
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    if verbose < 2:  # pygls logs every message it sends at info level: only with -vv
-        logging.getLogger("pygls").setLevel(max(level, logging.WARNING))
-        for name in IMPORT_NOISE:
-            logging.getLogger(name).setLevel(logging.ERROR)
+    # pygls logs every message it sends at info level: only with -vv, as is import-time noise.
+    # Set both ways, so that a second call (tests, embedding) does not keep the first's levels.
+    quiet = verbose < 2
+    logging.getLogger("pygls").setLevel(logging.WARNING if quiet else logging.NOTSET)
+    for name in IMPORT_NOISE:
+        logging.getLogger(name).setLevel(logging.ERROR if quiet else logging.NOTSET)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

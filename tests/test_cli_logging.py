@@ -57,3 +57,10 @@ def test_verbosity_decides_what_is_logged(
         assert message in text
     for message in hidden:
         assert message not in text
+
+
+def test_a_later_verbose_setup_undoes_an_earlier_quiet_one(tmp_path: Path) -> None:
+    setup_logging(0, str(tmp_path / "quiet.log"))
+    text = logged(tmp_path, 2)
+    for message in ("Sending data", "_C_mxfp8", "Enum subclass"):
+        assert message in text
