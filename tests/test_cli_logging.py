@@ -31,8 +31,6 @@ def restore_logging() -> Iterator[None]:
 def logged(tmp_path: Path, verbose: int) -> str:
     log_file = tmp_path / "wisp.log"
     setup_logging(verbose, str(log_file))
-    logging.getLogger("torchao").warning("Failed to load _C_mxfp8.so")
-    logging.getLogger("torch.utils._pytree").warning("Enum subclass is deprecated")
     logging.getLogger("pygls.protocol").info("Sending data")
     logging.getLogger("model_runtime.engine").warning("model missing")
     logging.getLogger("model_runtime.engine").info("loaded")
@@ -41,12 +39,18 @@ def logged(tmp_path: Path, verbose: int) -> str:
     return log_file.read_text(encoding="utf-8")
 
 
+def noise_shown() -> list[bool]:
+    # Whether import-time warnings get through. Asked of the loggers, not read from the file:
+    # once torch is imported, its own logging keeps torch.* records off the root handler.
+    return [logging.getLogger(name).isEnabledFor(logging.WARNING) for name in IMPORT_NOISE]
+
+
 @pytest.mark.parametrize(
     ("verbose", "shown", "hidden"),
     [
-        (0, ["model missing"], ["loaded", "Sending data", "_C_mxfp8", "Enum subclass"]),
-        (1, ["model missing", "loaded"], ["Sending data", "_C_mxfp8", "Enum subclass"]),
-        (2, ["model missing", "loaded", "Sending data", "_C_mxfp8", "Enum subclass"], []),
+        (0, ["model missing"], ["loaded", "Sending data"]),
+        (1, ["model missing", "loaded"], ["Sending data"]),
+        (2, ["model missing", "loaded", "Sending data"], []),
     ],
 )
 def test_verbosity_decides_what_is_logged(
@@ -57,10 +61,10 @@ def test_verbosity_decides_what_is_logged(
         assert message in text
     for message in hidden:
         assert message not in text
+    assert noise_shown() == [verbose >= 2] * len(IMPORT_NOISE)
 
 
 def test_a_later_verbose_setup_undoes_an_earlier_quiet_one(tmp_path: Path) -> None:
     setup_logging(0, str(tmp_path / "quiet.log"))
-    text = logged(tmp_path, 2)
-    for message in ("Sending data", "_C_mxfp8", "Enum subclass"):
-        assert message in text
+    assert "Sending data" in logged(tmp_path, 2)
+    assert all(noise_shown())
