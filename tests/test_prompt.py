@@ -119,7 +119,8 @@ def test_anchor_moves_when_the_prefix_outgrows_it(tok: BpeTokenizer) -> None:
 
 
 @pytest.mark.parametrize(
-    "anchor_text", ["not in the document", "def f0(a, b):"]  # gone / too far back to fit
+    "anchor_text",
+    ["not in the document", "def f0(a, b):"],  # gone / too far back to fit
 )
 def test_stale_anchor_falls_back_to_a_fresh_cut(tok: BpeTokenizer, anchor_text: str) -> None:
     fresh = build_prompt(cursor_context(CODE, len(CODE)), get_template("wisp"), tok, budget=120)

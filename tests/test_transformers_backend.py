@@ -149,7 +149,9 @@ def test_cuda_without_a_gpu_is_refused(x_model: Path) -> None:
 
 def _greedy(backend: TransformersBackend, prompt: str, key: str = "doc", **params: object):
     request = GenerationRequest(
-        prompt, SamplingParams(**params), cache_key=key  # type: ignore[arg-type]
+        prompt,
+        SamplingParams(**params),  # type: ignore[arg-type]
+        cache_key=key,
     )
     return backend.generate(request, threading.Event())
 
