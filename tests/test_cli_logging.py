@@ -10,7 +10,7 @@ import pytest
 
 from lsp_server.cli import IMPORT_NOISE, setup_logging
 
-NAMES = ("pygls", "model_runtime", *IMPORT_NOISE)
+NAMES = ("pygls", *IMPORT_NOISE)  # the loggers setup_logging sets levels on
 
 
 @pytest.fixture(autouse=True)
