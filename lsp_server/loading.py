@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from lsp_server.settings import Settings
 from model_runtime.engine import CompletionEngine
 from model_runtime.model_source import resolve_model
 
 
-def load_engine(settings: Settings) -> CompletionEngine:
-    """Load the configured model; raises ModelLoadError with a user-facing cause."""
-    from model_runtime.transformers_backend import LoadOptions, load_backend
+def load_engine(
+    settings: Settings, report: Callable[[str, int], None] | None = None
+) -> CompletionEngine:
+    """Load the configured model; raises ModelLoadError with a user-facing cause.
+
+    `report(message, percent)` hears of slow first-time work, such as converting a GGUF file.
+    """
+    from model_runtime.local import LoadOptions, load_backend
 
     backend = load_backend(
         LoadOptions(
@@ -19,6 +26,7 @@ def load_engine(settings: Settings) -> CompletionEngine:
             threads=settings.threads,
             trust_remote_code=settings.trust_remote_code,
             fim_template=settings.fim_template,
-        )
+        ),
+        report,
     )
     return CompletionEngine(backend, settings.engine_options())

@@ -82,8 +82,13 @@ class WispServer(LanguageServer):
         self.engine = None
         progress = await self._begin_progress("Loading model")
         self.publish_status("loading", "loading the completion model")
+        loop = asyncio.get_running_loop()
+
+        def report(message: str, percent: int) -> None:  # from the loading thread
+            loop.call_soon_threadsafe(self._report_loading, progress, message, percent)
+
         try:
-            engine = await asyncio.to_thread(load_engine, settings)
+            engine = await asyncio.to_thread(load_engine, settings, report)
         except ModelLoadError as exc:
             self.tell_user(types.MessageType.Error, f"cannot load the model: {exc}")
             self.publish_status("error", str(exc))
@@ -92,6 +97,14 @@ class WispServer(LanguageServer):
             self._end_progress(progress)
         self.engine = engine
         self.publish_status("ready", f"model {engine.backend.name} ready")
+
+    def _report_loading(self, token: str | None, message: str, percent: int) -> None:
+        """Slow first-time work (converting a GGUF file): on the progress bar and the status."""
+        if token is not None:
+            self.work_done_progress.report(
+                token, types.WorkDoneProgressReport(message=message, percentage=percent)
+            )
+        self.publish_status("loading", message)
 
     async def _begin_progress(self, title: str) -> str | None:
         caps = self.client_capabilities.window

@@ -8,12 +8,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from model_runtime.healing import TokenTable
 from model_runtime.stopping import StopReason
 from model_runtime.templates import FimTemplate
 
 
 class ModelLoadError(Exception):
     """A model could not be loaded; the message names the cause for the user."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only: enough to name a cause in a status line."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ class GenerationRequest:
     single_line: bool = False
     cache_key: str = ""  # the document: backends keep its last prompt's state for the next one
     time_budget_ms: float | None = None  # stop decoding after this long and return what is ready
+    lead: str = ""  # text the prompt left out (token healing): answers start with it, unshown
+    suffix_line: str = ""  # the first line after the cursor's: a candidate stops on writing it
 
 
 @dataclass
@@ -57,6 +66,7 @@ class Candidate:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     stop_reason: StopReason | None = None
+    lead: str = ""  # text the first tokens re-type that `text` leaves out (token healing)
 
     @property
     def mean_logprob(self) -> float:
@@ -85,9 +95,16 @@ class Backend(Protocol):
     name: str
     template: FimTemplate
     context_window: int | None  # positions the model was built for; None when unbounded
+    healing: TokenTable | None  # the vocabulary as bytes, for token healing; None: no healing
 
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
     def generate(self, request: GenerationRequest, cancel: threading.Event) -> GenerationResult: ...
+
+    def continuation_logprobs(
+        self, request: GenerationRequest, answers: Sequence[str], continuation: str
+    ) -> list[float]:
+        """Per answer, the mean log-probability of `continuation` after prompt, lead and answer."""
+        ...

@@ -60,3 +60,11 @@ def wants_multiline(ctx: CursorContext, mode: MultilineMode) -> bool:
     if not ctx.line_prefix.strip():
         return True  # on an empty line: a statement or a block may follow
     return ctx.line_prefix.rstrip().endswith(_BLOCK_OPENERS)
+
+
+def next_code_line(ctx: CursorContext) -> str:
+    """The first line after the cursor's that holds a letter or digit, or "" when none does."""
+    for line in ctx.suffix.split("\n")[1:]:
+        if any(c.isalnum() for c in line):
+            return line.rstrip("\r")
+    return ""

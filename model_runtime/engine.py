@@ -8,11 +8,18 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from model_runtime.backend import Backend, GenerationRequest, SamplingParams
-from model_runtime.context import CursorContext, MultilineMode, cursor_context, wants_multiline
+from model_runtime.context import (
+    CursorContext,
+    MultilineMode,
+    cursor_context,
+    next_code_line,
+    wants_multiline,
+)
 from model_runtime.dismissals import DismissalMemory
 from model_runtime.postprocess import Policy, Suggestion, to_suggestions
 from model_runtime.prompt import PrefixAnchor, build_prompt
 from model_runtime.result_cache import ResultCache
+from model_runtime.suffix_fit import continuation, ranked_score
 from model_runtime.templates import PromptParts
 
 
@@ -26,6 +33,7 @@ class EngineOptions:
     max_latency_ms: float | None = None  # decoding stops at this age and returns what is ready
     min_confidence: float = 0.0  # the gate: less confident suggestions are not shown
     raw: bool = False  # ranking and trimming off: the first candidate, cut at stops only
+    healing: bool = True  # token healing where the backend supports it (off only to measure it)
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,12 @@ class CompletionEngine:
         multiline = wants_multiline(ctx, opts.multiline)
         budget = code_budget(self.backend, opts, ctx.path)
         prompt = build_prompt(
-            ctx, self.backend.template, self.backend, budget, anchor=self._anchors.get(ctx.path)
+            ctx,
+            self.backend.template,
+            self.backend,
+            budget,
+            anchor=self._anchors.get(ctx.path),
+            healing=self.backend.healing if opts.healing else None,
         )
         self._remember_anchor(ctx.path, prompt.anchor)
         prompt_ms = (time.perf_counter() - started) * 1000
@@ -128,17 +141,17 @@ class CompletionEngine:
         budget_ms = (
             None if opts.max_latency_ms is None else max(0.0, opts.max_latency_ms - prompt_ms)
         )
-        generation = self.backend.generate(
-            GenerationRequest(
-                prompt.text,
-                opts.sampling,
-                stops,
-                single_line=not multiline,
-                cache_key=ctx.path,
-                time_budget_ms=budget_ms,
-            ),
-            cancel,
+        asked = GenerationRequest(
+            prompt.text,
+            opts.sampling,
+            stops,
+            single_line=not multiline,
+            cache_key=ctx.path,
+            time_budget_ms=budget_ms,
+            lead=prompt.lead,
+            suffix_line=next_code_line(ctx) if multiline else "",
         )
+        generation = self.backend.generate(asked, cancel)
         if cancel.is_set():
             return CompletionResult([], {"prompt": prompt_ms}, cancelled=True)
         policy = Policy(opts.multiline, opts.min_confidence, opts.raw)
@@ -148,6 +161,8 @@ class CompletionEngine:
                 generation.candidates, ctx, stops, not multiline, policy, self.backend.decode
             ),
         )
+        if len(suggestions) > 1 and not self.backend.template.uses_suffix and not opts.raw:
+            suggestions = self._fit_to_suffix(ctx, asked, suggestions, cancel)
         self.dismissals.offered(ctx, suggestions)
         timings = {
             "prompt": prompt_ms,
@@ -156,6 +171,29 @@ class CompletionEngine:
         }
         self.cache.put(ctx, suggestions)
         return CompletionResult(suggestions, timings)
+
+    def _fit_to_suffix(
+        self,
+        ctx: CursorContext,
+        asked: GenerationRequest,
+        suggestions: list[Suggestion],
+        cancel: threading.Event,
+    ) -> list[Suggestion]:
+        """The suggestions reordered by how well the code after the cursor follows each."""
+        fits: list[float | None] = []
+        for suggestion in suggestions:
+            follows = continuation(ctx, suggestion.replace)
+            if not follows or cancel.is_set():
+                fits.append(None)
+                continue
+            [fit] = self.backend.continuation_logprobs(asked, [suggestion.text], follows)
+            fits.append(fit)
+        order = sorted(
+            range(len(suggestions)),
+            key=lambda i: ranked_score(suggestions[i].score, fits[i]),
+            reverse=True,
+        )
+        return [suggestions[i] for i in order]
 
     def _remember_anchor(self, path: str, anchor: PrefixAnchor | None) -> None:
         self._anchors.pop(path, None)

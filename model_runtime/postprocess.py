@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from model_runtime import ranking, trimming
+from model_runtime import habits, ranking, trimming
 from model_runtime.backend import Candidate
 from model_runtime.context import CursorContext, MultilineMode
 from model_runtime.stopping import cut_at_stops
@@ -58,6 +58,7 @@ Cut = Callable[[str], str]
 def cuts(ctx: CursorContext, one_line: bool, policy: Policy) -> list[tuple[str, Cut]]:
     """The cuts that apply here, by the name of the check each answers to."""
     chosen: list[tuple[str, Cut]] = [
+        ("chat_habit", habits.cut_chat_habits),
         ("repetition", trimming.cut_looping_line),
         ("repetition", trimming.cut_repeated_lines),
         ("suffix_copy", partial(trimming.cut_suffix_copy, ctx=ctx)),

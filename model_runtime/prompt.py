@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from model_runtime.context import CursorContext
+from model_runtime.healing import TokenTable, split_lead
 from model_runtime.templates import FimTemplate, PromptParts
 
 # No tokenizer we know packs more than this many characters into one token on average, so
@@ -30,6 +31,7 @@ class Prompt:
     prefix_tokens: int
     suffix_tokens: int
     anchor: PrefixAnchor | None = None
+    lead: str = ""  # the end of the prefix, left out of the prompt: the answer must re-type it
 
 
 def fit_prefix(prefix: str, tokenizer: Tokenizer, budget: int) -> tuple[str, int]:
@@ -111,12 +113,14 @@ def build_prompt(
     budget: int,
     suffix_share: float = 0.25,
     anchor: PrefixAnchor | None = None,
+    healing: TokenTable | None = None,
 ) -> Prompt:
     """Render `ctx` with `template`, spending at most `budget` tokens on prefix and suffix.
 
     The suffix gets up to `suffix_share` of the budget; what it leaves unused goes to the prefix,
     which matters most for what comes next. With an `anchor` from the previous prompt of the
     same document, the prefix keeps its start where it can (`Prompt.anchor` is the new one).
+    With a `healing` table the prefix's last token moves out of the prompt into `Prompt.lead`.
     """
     suffix, suffix_tokens = (
         fit_suffix(ctx.suffix, tokenizer, int(budget * suffix_share))
@@ -126,5 +130,10 @@ def build_prompt(
     prefix, prefix_tokens, new_anchor = anchored_prefix(
         ctx.prefix, tokenizer, budget - suffix_tokens, anchor
     )
+    lead = ""
+    if healing is not None:
+        prefix, lead = split_lead(prefix, tokenizer, healing)
     parts = PromptParts(prefix=prefix, suffix=suffix, path=ctx.path)
-    return Prompt(template.render(parts), parts, template, prefix_tokens, suffix_tokens, new_anchor)
+    return Prompt(
+        template.render(parts), parts, template, prefix_tokens, suffix_tokens, new_anchor, lead
+    )

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 StopReason = Literal[
-    "eos", "fim_end", "stop_string", "newline", "max_tokens", "deadline", "cancelled"
+    "eos",
+    "fim_end",
+    "stop_string",
+    "newline",
+    "suffix_line",
+    "max_tokens",
+    "deadline",
+    "cancelled",
 ]
 
 
@@ -19,6 +26,7 @@ class DecodeState:
 
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
+    lead_tokens: int = 0  # of `token_ids`, those that re-type the healed lead; they are free
 
 
 StopCriterion = Callable[[DecodeState], StopReason | None]
@@ -45,9 +53,21 @@ def single_line() -> StopCriterion:
     return lambda s: "newline" if "\n" in s.text else None
 
 
+def suffix_line(line: str) -> StopCriterion:
+    """Stop once a finished line of the text is `line` (up to indentation): the candidate has
+    started re-typing the code after the cursor, which trimming cuts off anyway."""
+    wanted = line.strip()
+
+    def check(s: DecodeState) -> StopReason | None:
+        done = s.text[: s.text.rfind("\n") + 1]  # finished lines only
+        return "suffix_line" if any(row.strip() == wanted for row in done.split("\n")) else None
+
+    return check if wanted else (lambda _s: None)
+
+
 def max_tokens(limit: int) -> StopCriterion:
-    """Stop after `limit` tokens."""
-    return lambda s: "max_tokens" if len(s.token_ids) >= limit else None
+    """Stop after `limit` tokens (not counting those that re-type the lead)."""
+    return lambda s: "max_tokens" if len(s.token_ids) - s.lead_tokens >= limit else None
 
 
 def deadline(at: float, clock: Callable[[], float] = time.perf_counter) -> StopCriterion:

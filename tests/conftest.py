@@ -24,3 +24,19 @@ def x_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def paren_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Always writes `)`: its suggestions overlap an auto-closed bracket."""
     return build_tiny_model(tmp_path_factory.mktemp("models") / "paren", emit=")")
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder() -> Path:
+    """The bundled SmolLM2 GGUF, converted once per machine into the wisp cache."""
+    from model_runtime.local.gguf import converted_folder
+    from model_runtime.model_source import BUNDLED_MODEL
+
+    return converted_folder(BUNDLED_MODEL)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_folder: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_folder)

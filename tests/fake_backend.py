@@ -14,6 +14,7 @@ class FakeBackend:
 
     name = "fake"
     context_window: int | None = None
+    healing = None
 
     def __init__(self, answers: list[str], template: FimTemplate | None = None) -> None:
         self.answers = answers
@@ -25,6 +26,12 @@ class FakeBackend:
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(chr(i) for i in ids)
+
+    def continuation_logprobs(
+        self, request: GenerationRequest, answers: Sequence[str], continuation: str
+    ) -> list[float]:
+        """Scripted: answers that `continuation` starts by re-typing fit worse."""
+        return [-1.0 if continuation.strip().startswith(a.strip()) else -0.1 for a in answers]
 
     def generate(self, request: GenerationRequest, cancel: threading.Event) -> GenerationResult:
         self.requests.append(request)

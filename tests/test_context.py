@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from model_runtime.context import cursor_context, language_for_path, wants_multiline
+from model_runtime.context import (
+    CursorContext,
+    cursor_context,
+    language_for_path,
+    next_code_line,
+    wants_multiline,
+)
 
 
 def test_split_and_line_parts() -> None:
@@ -43,3 +49,16 @@ def test_wants_multiline(before: str, after: str, mode: str, multiline: bool) ->
 )
 def test_language_for_path(path: str, language: str) -> None:
     assert language_for_path(path) == language
+
+
+@pytest.mark.parametrize(
+    ("suffix", "expected"),
+    [
+        ("\n    return total\n", "    return total"),
+        (")\n\n  }\n    y = 2\r\n", "    y = 2"),  # the cursor's own line and lone brackets skipped
+        ("\n\n", ""),
+        ("", ""),
+    ],
+)
+def test_next_code_line(suffix: str, expected: str) -> None:
+    assert next_code_line(CursorContext("x = f(", suffix)) == expected

@@ -16,6 +16,7 @@ from model_runtime.stopping import (
     max_tokens,
     single_line,
     stop_strings,
+    suffix_line,
 )
 
 
@@ -67,3 +68,17 @@ def test_first_reason_keeps_order() -> None:
 )
 def test_cut_at_stops(text: str, stops: tuple[str, ...], one_line: bool, expected: str) -> None:
     assert cut_at_stops(text, stops, one_line) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        ("x = 1\n    return total\n", "    return total", "suffix_line"),
+        ("x = 1\nreturn total\n", "    return total", "suffix_line"),  # up to indentation
+        ("x = 1\n    return total", "    return total", None),  # not finished yet
+        ("x = 1\n    return totals\n", "    return total", None),
+        ("x = 1\n\n", "", None),  # nothing follows the cursor
+    ],
+)
+def test_suffix_line(text: str, line: str, reason: str | None) -> None:
+    assert suffix_line(line)(DecodeState(text=text)) == reason

@@ -28,6 +28,7 @@ class Recording:
     stats_before: dict[str, Any] | None = None
     stats_after: dict[str, Any] | None = None
     peak_rss_mb: float | None = None
+    ready_ms: float | None = None  # from `initialized` to the model's `ready` status
 
 
 class _Document:
@@ -123,7 +124,9 @@ async def replay(
             )
         )
         client.initialized(types.InitializedParams())
-        await asyncio.wait_for(ready.wait(), timeout=300)
+        asked = time.perf_counter()
+        await asyncio.wait_for(ready.wait(), timeout=900)  # a first start converts a GGUF file
+        recording.ready_ms = round((time.perf_counter() - asked) * 1000, 1)
         if failure:
             raise RuntimeError(f"the server could not load the model: {failure[0]}")
         recording.stats_before = await _stats(client)

@@ -52,6 +52,7 @@ def summarize(recording: Recording, speeds: dict[str, float | None]) -> dict[str
     summary["warm_p50_over_cold_p50"] = round(warm / cold, 3) if cold and warm else None
     summary["overhead_ratio"] = overhead_ratio(recording)
     summary["peak_rss_mb"] = recording.peak_rss_mb
+    summary["ready_ms"] = recording.ready_ms
     summary["requests"] = len(recording.samples)
     return summary
 
@@ -80,6 +81,7 @@ def table(summary: Mapping[str, Any]) -> str:
         "overhead_ratio",
         "warm_p50_over_cold_p50",
         "peak_rss_mb",
+        "ready_ms",
     ):
         value = summary.get(key)
         lines.append(f"{key:<26}{'n/a' if value is None else value}")

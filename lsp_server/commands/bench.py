@@ -15,7 +15,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file", type=Path, default=DEFAULT_FILE, help="source file to type (default: wisp's own)"
     )
-    parser.add_argument("--model", help="model folder or hub id (default: the bundled model)")
+    parser.add_argument(
+        "--model", help="model folder, GGUF file or hub id (default: the bundled model)"
+    )
     parser.add_argument("--settings", help="JSON object of wisp settings, as an editor sends them")
     parser.add_argument("--documents", type=int, default=4, help="documents opened (cold starts)")
     parser.add_argument("--holes", type=int, default=3, help="lines typed per document")

@@ -17,7 +17,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--character", type=int, required=True, help="zero-based UTF-16 column of the cursor"
     )
     parser.add_argument("--json", action="store_true", help="print items and timings as JSON")
-    parser.add_argument("--model", help="model folder or hub id (default: the bundled model)")
+    parser.add_argument(
+        "--model", help="model folder, GGUF file or hub id (default: the bundled model)"
+    )
     parser.add_argument("--settings", help="JSON object of wisp settings, as an editor sends them")
 
 

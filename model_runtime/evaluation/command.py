@@ -44,7 +44,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="repo: picks files, lines and cuts")
     parser.add_argument("--ext", default="py", help="repo: extension of the files to cut")
-    parser.add_argument("--model", help="model folder or hub id (default: the bundled model)")
+    parser.add_argument(
+        "--model", help="model folder, GGUF file or hub id (default: the bundled model)"
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--quantization", choices=("none", "int8", "int4"), default="none")
     parser.add_argument(
@@ -56,6 +58,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--multiline", choices=("auto", "always", "never"), help=MULTILINE_HELP)
     parser.add_argument(
         "--num-candidates", type=_positive_int, default=1, help="candidates per task, ranked"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.2,
+        help="sampling temperature of the candidates after the first (default 0.2, the setting's)",
+    )
+    parser.add_argument(
+        "--no-healing",
+        dest="healing",
+        action="store_false",
+        help="token healing off (to measure what it does)",
     )
     parser.add_argument(
         "--raw",
@@ -101,9 +115,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"wisp: cannot load the model: {exc}", file=sys.stderr)
         return 1
     sampling = SamplingParams(
-        max_new_tokens=args.max_new_tokens, num_candidates=args.num_candidates
+        max_new_tokens=args.max_new_tokens,
+        num_candidates=args.num_candidates,
+        temperature=args.temperature,
+        seed=0,
     )
-    options = EngineOptions(sampling=sampling, context_tokens=args.context_tokens, raw=args.raw)
+    options = EngineOptions(
+        sampling=sampling, context_tokens=args.context_tokens, raw=args.raw, healing=args.healing
+    )
     complete = engine_completer(backend, options, args.multiline)
     progress = tqdm(tasks, desc=args.dataset, unit="task", file=sys.stderr)
     samples = list(evaluate(progress, complete, args.timeout))
@@ -125,7 +144,7 @@ def _write_outputs(args: argparse.Namespace, summary: dict[str, Any], samples: l
 
 
 def _load_backend(model: str, device: str, quantization: str) -> Backend:
-    from model_runtime.transformers_backend import LoadOptions, load_backend
+    from model_runtime.local import LoadOptions, load_backend
 
     return load_backend(LoadOptions(source=model, device=device, quantization=quantization))
 
@@ -139,6 +158,8 @@ def _settings(args: argparse.Namespace, multiline: str) -> dict[str, Any]:
         "max_new_tokens",
         "context_tokens",
         "num_candidates",
+        "temperature",
+        "healing",
         "raw",
         "timeout",
     )

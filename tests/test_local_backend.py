@@ -11,7 +11,7 @@ import pytest
 from tiny_model import build_tiny_model
 
 from model_runtime.backend import GenerationRequest, ModelLoadError, SamplingParams
-from model_runtime.transformers_backend import (
+from model_runtime.local import (
     DEFAULT_THREADS,
     PREFILL_CHUNK,
     LoadOptions,
@@ -163,7 +163,7 @@ CODE = "def area(width, height):\n    return width * height\n\n" * 12
 def test_reused_cache_answers_as_a_fresh_prefill(random_model: Path, num_candidates: int) -> None:
     reusing = load_backend(LoadOptions(str(random_model)))
     fresh = load_backend(LoadOptions(str(random_model)))
-    fresh.kv_slots = 0
+    fresh.slots.size = 0
     opts = {"max_new_tokens": 6, "num_candidates": num_candidates, "seed": 3, "temperature": 1.0}
     first = _greedy(reusing, f"<|fim_suffix|>\n<|fim_prefix|>{CODE}def pe<|fim_middle|>", **opts)
     assert first.timings_ms["reused_tokens"] == 0
@@ -186,11 +186,11 @@ def test_identical_prompt_recomputes_only_its_last_token(x_backend: Transformers
 
 def test_kept_caches_are_bounded(random_model: Path) -> None:
     backend = load_backend(LoadOptions(str(random_model)))
-    backend.kv_slots = 2
+    backend.slots.size = 2
     for key in ("a", "b", "c"):
         _greedy(backend, f"<|fim_suffix|><|fim_prefix|>{key * 40}<|fim_middle|>", key=key)
-    assert list(backend._slots) == ["b", "c"]
-    for slot in backend._slots.values():
+    assert list(backend.slots._slots) == ["b", "c"]
+    for slot in backend.slots._slots.values():
         assert slot.cache.get_seq_length() == len(slot.ids)
 
 
@@ -217,3 +217,20 @@ def test_int8_without_torchao_says_how_to_get_it(
     monkeypatch.setitem(sys.modules, "torchao.quantization", None)  # import fails
     with pytest.raises(ModelLoadError, match=r"wisp-lsp\[quantization\]"):
         load_backend(LoadOptions(str(x_model), quantization="int8"))
+
+
+def test_continuation_scores_reuse_the_prompt_and_leave_it_cached(random_model: Path) -> None:
+    prompt = f"<|fim_suffix|>\n<|fim_prefix|>{CODE}def pe<|fim_middle|>"
+    request = GenerationRequest(prompt, SamplingParams(max_new_tokens=3), cache_key="doc")
+    warm = load_backend(LoadOptions(str(random_model)))
+    warm.generate(request, threading.Event())
+    fits = warm.continuation_logprobs(request, ["r(a, b):", "x"], "\n    return a")
+    cold = load_backend(LoadOptions(str(random_model)))
+    assert fits == pytest.approx(
+        cold.continuation_logprobs(request, ["r(a, b):", "x"], "\n    return a"), abs=1e-4
+    )
+    assert all(f < 0 for f in fits) and fits[0] != fits[1]
+    [slot] = warm.slots._slots.values()
+    assert slot.cache.get_seq_length() == len(slot.ids) == len(warm.encode(prompt))
+    again = warm.generate(request, threading.Event())
+    assert again.timings_ms["reused_tokens"] == again.prompt_tokens - 1

@@ -1,0 +1,17 @@
+"""The local backend: a causal LM run in-process with torch and transformers.
+
+This package is the only part of the runtime that imports torch or transformers: loading
+(`loading`, `gguf`), the decode loop (`generation`) and the key/value caches (`kv_cache`).
+"""
+
+from model_runtime.local.generation import PREFILL_CHUNK, TransformersBackend
+from model_runtime.local.loading import DEFAULT_THREADS, LoadOptions, load_backend, set_threads
+
+__all__ = [
+    "DEFAULT_THREADS",
+    "PREFILL_CHUNK",
+    "LoadOptions",
+    "TransformersBackend",
+    "load_backend",
+    "set_threads",
+]

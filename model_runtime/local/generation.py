@@ -1,0 +1,301 @@
+"""The local backend's decode loop: prefill with prefix reuse, then token by token.
+
+Every step checks the stop criteria, so a cancel or a deadline lands within one step; the
+first steps of an answer are held to the healed lead (see `model_runtime/healing.py`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from model_runtime.backend import (
+    Candidate,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+    common_prefix_length,
+)
+from model_runtime.healing import TokenTable, remaining_lead
+from model_runtime.local.kv_cache import KvSlots, crop_to
+from model_runtime.stopping import (
+    DecodeState,
+    StopCriterion,
+    StopReason,
+    cancelled,
+    deadline,
+    eos,
+    fim_end,
+    first_reason,
+    max_tokens,
+    single_line,
+    stop_strings,
+    suffix_line,
+)
+from model_runtime.templates import FimTemplate
+
+# Prompts are prefilled in chunks of this many tokens so that a cancel lands between chunks.
+PREFILL_CHUNK = 256
+# Tokens of the code after an answer that `continuation_logprobs` scores.
+CONTINUATION_TOKENS = 24
+
+
+class TransformersBackend:
+    """Runs one request at a time with an own decode loop: cancellable at every step.
+
+    It keeps the key/value cache of the last prompt of up to `kv_slots` documents. A new prompt
+    reuses the longest token prefix it shares with any of them and only computes the rest: after
+    a keystroke at the cursor that is a handful of tokens (prompts put the code before the cursor
+    last for that reason; see `templates.py`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model,
+        tokenizer,
+        template: FimTemplate,
+        device: str,
+        kv_slots: int = 4,
+        healing: TokenTable | None = None,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+        self.device = device
+        self.healing = healing
+        self.context_window: int | None = getattr(model.config, "max_position_embeddings", None)
+        # A FIM marker in the answer means the model lost its place: end the candidate there.
+        markers = (template.prefix_token, template.suffix_token, template.middle_token)
+        self._end_ids = self._token_ids((*template.stop_tokens, *markers))
+        if tokenizer.eos_token_id is not None:
+            self._end_ids.add(int(tokenizer.eos_token_id))
+        self._fim_end_ids = self._end_ids - {tokenizer.eos_token_id}
+        self.slots = KvSlots(kv_slots)
+        self._allowed: dict[bytes, torch.Tensor] = {}
+
+    def _token_ids(self, tokens: Sequence[str]) -> set[int]:
+        vocab = self.tokenizer.get_vocab()
+        return {vocab[t.strip()] for t in tokens if t.strip() in vocab}
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=False))
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        ids = self.encode(prompt)
+        if self.template.add_bos and self.tokenizer.bos_token_id is not None:
+            ids = [int(self.tokenizer.bos_token_id), *ids]
+        return ids
+
+    def generate(self, request: GenerationRequest, cancel: threading.Event) -> GenerationResult:
+        ids = self._prompt_ids(request.prompt)
+        params = request.params
+        criteria = [
+            cancelled(cancel),
+            eos(
+                {int(self.tokenizer.eos_token_id)}
+                if self.tokenizer.eos_token_id is not None
+                else set()
+            ),
+            fim_end(self._fim_end_ids),
+            stop_strings(request.stop_strings),
+            *([single_line()] if request.single_line else []),
+            suffix_line(request.suffix_line),
+            max_tokens(params.max_new_tokens),
+        ]
+        started = time.perf_counter()
+        if request.time_budget_ms is not None:
+            criteria.insert(1, deadline(started + request.time_budget_ms / 1000))
+        lead = request.lead if self.healing is not None else ""
+        with torch.inference_mode():
+            return self._decode(ids, params, criteria, cancel, request.cache_key, started, lead)
+
+    def _prefill(
+        self, ids: list[int], key: str, cancel: threading.Event
+    ) -> tuple[Any, torch.Tensor | None, int]:
+        """Run the prompt through the model, reusing a kept cache; logits None when cancelled."""
+        cache, reused = self.slots.take(ids, key) if self.slots.size else (None, 0)
+        logits = None
+        for start in range(reused, len(ids), PREFILL_CHUNK):
+            if cancel.is_set():
+                if cache is not None:
+                    self.slots.keep(key, ids[:start], cache)  # what is done stays useful
+                return cache, None, reused
+            chunk = torch.tensor([ids[start : start + PREFILL_CHUNK]], device=self.device)
+            out = self.model(chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache, logits = out.past_key_values, out.logits[:, -1, :]
+        return cache, logits, reused
+
+    def _decode(
+        self,
+        ids: list[int],
+        params: SamplingParams,
+        criteria: list[StopCriterion],
+        cancel: threading.Event,
+        key: str,
+        started: float,
+        lead: str,
+    ) -> GenerationResult:
+        n = params.num_candidates
+        generator = torch.Generator(device=self.device)
+        if params.seed is not None:
+            generator.manual_seed(params.seed)
+        cache, logits, reused = self._prefill(ids, key, cancel)
+        prefill_ms = (time.perf_counter() - started) * 1000
+        if logits is None:
+            return GenerationResult(
+                [],
+                prompt_tokens=len(ids),
+                timings_ms={"prefill": prefill_ms, "reused_tokens": reused},
+            )
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits = logits.expand(n, -1)
+        states = [DecodeState() for _ in range(n)]
+        reasons: list[StopReason | None] = [None] * n
+        logprob_lists: list[list[float]] = [[] for _ in range(n)]
+        pending = [lead.encode("utf-8")] * n  # what of the lead each candidate still owes
+        steps = 0
+        while not cancel.is_set():
+            logprobs = torch.log_softmax(self._held_to_lead(logits.float(), pending), dim=-1)
+            chosen = self._choose(logprobs, params, generator)
+            for i in range(n):
+                if reasons[i] is None:
+                    token = int(chosen[i])
+                    if pending[i] and self.healing is not None:
+                        pending[i] = remaining_lead(pending[i], self.healing.piece(token))
+                        states[i].lead_tokens += 1
+                    self._append(
+                        states[i], logprob_lists[i], token, float(logprobs[i, token]), lead
+                    )
+                    reasons[i] = first_reason(criteria, states[i])
+            steps += 1
+            if all(r is not None for r in reasons):
+                break
+            out = self.model(chosen.view(n, 1), past_key_values=cache, use_cache=True)
+            cache, logits = out.past_key_values, out.logits[:, -1, :]
+        self._keep_prompt(key, ids, cache, n)
+        candidates = [
+            self._candidate(state, lps, reason or "cancelled", lead)
+            for state, lps, reason in zip(states, logprob_lists, reasons, strict=True)
+        ]
+        total_ms = (time.perf_counter() - started) * 1000
+        return GenerationResult(
+            candidates,
+            prompt_tokens=len(ids),
+            timings_ms={
+                "prefill": prefill_ms,
+                "decode": total_ms - prefill_ms,
+                "steps": steps,
+                "prompt_tokens": len(ids),
+                "reused_tokens": reused,
+                "healed_chars": len(lead),
+            },
+        )
+
+    def continuation_logprobs(
+        self, request: GenerationRequest, answers: Sequence[str], continuation: str
+    ) -> list[float]:
+        """For each answer, the mean log-probability of `continuation` right after it.
+
+        Runs from the cached state of the request's prompt (kept by `generate`), one short
+        forward pass per answer, and leaves that state as it found it.
+        """
+        ids = self._prompt_ids(request.prompt)
+        with torch.inference_mode():
+            cache, reused = self.slots.take(ids, request.cache_key)
+            rest = torch.tensor([ids[reused:]], device=self.device)
+            cache = self.model(rest, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache = cache.past_key_values
+            fits = [self._fit(cache, len(ids), request.lead + a, continuation) for a in answers]
+        self.slots.keep(request.cache_key, ids, cache)
+        return fits
+
+    def _fit(self, cache: Any, prompt_len: int, answer: str, continuation: str) -> float:
+        head = self.encode(answer)
+        whole = self.encode(answer + continuation)
+        start = max(1, common_prefix_length(head, whole))  # the first token of what follows
+        whole = whole[: start + CONTINUATION_TOKENS]
+        if start >= len(whole):
+            return 0.0
+        out = self.model(torch.tensor([whole], device=self.device), past_key_values=cache)
+        crop_to(out.past_key_values, prompt_len)
+        logprobs = torch.log_softmax(out.logits[0, start - 1 : len(whole) - 1].float(), dim=-1)
+        targets = torch.tensor(whole[start:], device=self.device)
+        return float(logprobs.gather(1, targets[:, None]).mean())
+
+    def _held_to_lead(self, logits: torch.Tensor, pending: list[bytes]) -> torch.Tensor:
+        """Logits with every token that strays from a row's pending lead masked out."""
+        if self.healing is None or not any(pending):
+            return logits
+        logits = logits.clone()
+        for row, owed in enumerate(pending):
+            if owed and (allowed := self._allowed_ids(owed)).numel():
+                kept = logits[row, allowed]
+                logits[row].fill_(-torch.inf)
+                logits[row, allowed] = kept
+        return logits
+
+    def _allowed_ids(self, owed: bytes) -> torch.Tensor:
+        if (ids := self._allowed.get(owed)) is None:
+            assert self.healing is not None
+            ids = torch.tensor(self.healing.allowed(owed), dtype=torch.long, device=self.device)
+            if len(self._allowed) >= 256:
+                self._allowed.pop(next(iter(self._allowed)))
+            self._allowed[owed] = ids
+        return ids
+
+    def _keep_prompt(self, key: str, ids: list[int], cache: Any, batch: int) -> None:
+        """Keep the cache of the prompt alone (one row, no answer tokens) for the next request."""
+        if not self.slots.size or not cache.is_croppable:
+            return
+        if batch > 1:
+            cache.batch_select_indices(torch.tensor([0], device=self.device))
+        crop_to(cache, len(ids))
+        self.slots.keep(key, ids, cache)
+
+    def _choose(
+        self, logprobs: torch.Tensor, params: SamplingParams, generator: torch.Generator
+    ) -> torch.Tensor:
+        greedy = logprobs.argmax(dim=-1)
+        if logprobs.shape[0] == 1 or params.temperature == 0:
+            return greedy
+        probs = torch.softmax(logprobs / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(dim=-1) - sorted_probs > params.top_p
+            probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+        sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        sampled[0] = greedy[0]
+        return sampled
+
+    def _visible(self, ids: Sequence[int], lead: str) -> str:
+        """The text of `ids` without the lead they re-type."""
+        text = self.decode(ids)
+        if not lead:
+            return text
+        return text[len(lead) :] if text.startswith(lead) else ""
+
+    def _append(
+        self, state: DecodeState, logprobs: list[float], token: int, logprob: float, lead: str
+    ) -> None:
+        state.token_ids.append(token)
+        logprobs.append(logprob)
+        if token not in self._end_ids:
+            state.text = self._visible(state.token_ids, lead)
+
+    def _candidate(
+        self, state: DecodeState, logprobs: list[float], reason: StopReason, lead: str
+    ) -> Candidate:
+        ids = state.token_ids
+        if ids and ids[-1] in self._end_ids:
+            ids, logprobs = ids[:-1], logprobs[:-1]
+        return Candidate(self._visible(ids, lead), list(ids), logprobs, reason, lead)

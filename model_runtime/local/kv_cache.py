@@ -1,0 +1,64 @@
+"""Key/value caches of recent prompts, one per document, for prefix reuse."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from model_runtime.backend import common_prefix_length
+
+
+def crop_to(cache: Any, length: int) -> None:
+    """Drop cached positions past `length` (a negative count means the same in every version)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+@dataclass
+class KvSlot:
+    """A prompt's token ids and the model's key/value cache for exactly those tokens."""
+
+    ids: list[int]
+    cache: Any
+
+
+class KvSlots:
+    """The caches of the last prompt of up to `size` documents, least recently used first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._slots: OrderedDict[str, KvSlot] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def take(self, ids: list[int], key: str) -> tuple[Any, int]:
+        """The cache sharing the longest prefix with `ids`, cut back to it; (None, 0) if none.
+
+        Another document's cache is taken over only when it shares at least half the prompt
+        (the same file under two names); otherwise it stays for that document. At least the last
+        prompt token is always recomputed: its logits start the answer.
+        """
+        best_key, best = None, 0
+        for other, slot in self._slots.items():
+            shared = common_prefix_length(slot.ids, ids)
+            if shared > best and (other == key or shared * 2 >= len(ids)):
+                best_key, best = other, shared
+        if best_key is None:
+            return None, 0
+        slot = self._slots.pop(best_key)
+        keep = min(best, len(ids) - 1)
+        if keep <= 0 or not slot.cache.is_croppable:
+            return None, 0
+        crop_to(slot.cache, keep)
+        return slot.cache, keep
+
+    def keep(self, key: str, ids: list[int], cache: Any) -> None:
+        if not self.size:
+            return
+        self._slots[key] = KvSlot(ids, cache)
+        self._slots.move_to_end(key)
+        while len(self._slots) > self.size:
+            self._slots.popitem(last=False)

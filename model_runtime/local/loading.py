@@ -1,0 +1,172 @@
+"""Load a model for the local backend: a folder, a hub id or a GGUF file, on a device."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+from transformers.utils import logging as hf_logging
+
+from model_runtime.backend import ModelLoadError, first_line
+from model_runtime.healing import TokenTable, vocab_bytes
+from model_runtime.local.generation import TransformersBackend
+from model_runtime.local.gguf import Report, converted_folder, find_gguf
+from model_runtime.templates import detect_template, get_template
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Where the model comes from and how to run it."""
+
+    source: str
+    device: str = "auto"  # auto | cpu | cuda
+    quantization: str = "none"  # none | int8 | int4
+    threads: int = 0  # CPU threads per matmul; 0: torch's default
+    trust_remote_code: bool = False
+    fim_template: str | None = None  # registry name; None detects it from the model
+
+
+# torch's own choice (one thread per physical core), taken before any setting changes it.
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def set_threads(threads: int) -> None:
+    """Threads torch uses within one operation, for the whole process; 0 restores the default.
+
+    Fewer than the cores helps when the machine is busy with other work: torch's threads wait for
+    each other at every operation, so one slowed thread slows them all.
+    """
+    torch.set_num_threads(threads or DEFAULT_THREADS)
+
+
+def pick_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was requested but no CUDA device is available")
+    return requested
+
+
+def resolve_source(source: str, report: Report | None = None) -> str:
+    """The folder or hub id to hand to `from_pretrained`; a GGUF file becomes its cached folder."""
+    local = Path(source).expanduser()
+    if (gguf := find_gguf(local)) is not None:
+        return str(converted_folder(gguf, report))
+    if _looks_like_path(source) and not local.is_dir():
+        what = "model file" if local.suffix else "model folder"
+        raise ModelLoadError(f"{what} {source!r} does not exist")
+    return str(local) if local.is_dir() else source
+
+
+def load_backend(options: LoadOptions, report: Report | None = None) -> TransformersBackend:
+    """Load tokenizer and model; every failure becomes a ModelLoadError naming the cause.
+
+    `report(message, percent)` hears of slow first-time work (converting a GGUF file).
+    """
+    source = options.source
+    device = pick_device(options.device)
+    set_threads(options.threads)
+    hf_logging.disable_progress_bar()
+    where = resolve_source(source, report)
+    try:
+        config = AutoConfig.from_pretrained(where, trust_remote_code=options.trust_remote_code)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, JSON errors
+        raise ModelLoadError(
+            f"cannot read the model config of {source!r}: {first_line(exc)}"
+        ) from exc
+    if not _is_causal_lm(config, options.trust_remote_code):
+        raise ModelLoadError(
+            f"{source!r} is not a causal language model "
+            f"(model type {getattr(config, 'model_type', '?')!r})"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            where, trust_remote_code=options.trust_remote_code
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the tokenizer of {source!r}: {first_line(exc)}") from exc
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model: Any  # transformers' own annotations of `.to` and friends confuse type checkers
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            where,
+            config=config,
+            dtype=dtype,
+            use_safetensors=None,  # safetensors when present, else the pickled weights
+            trust_remote_code=options.trust_remote_code,
+        )
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the weights of {source!r}: {first_line(exc)}") from exc
+    model.to(device).eval()
+    if options.quantization in ("int8", "int4"):
+        model = _quantize(model, options.quantization, device)
+    template = (
+        get_template(options.fim_template)
+        if options.fim_template
+        else detect_template(
+            _special_tokens(tokenizer),
+            getattr(config, "model_type", None),
+            getattr(config, "fim_template", None),
+        )
+    )
+    healing = TokenTable(tuple(vocab_bytes(tokenizer.get_vocab(), _special_tokens(tokenizer))))
+    log.info("loaded %s on %s (template %s)", source, device, template.name)
+    return TransformersBackend(source, model, tokenizer, template, device, healing=healing)
+
+
+def _is_causal_lm(config: PretrainedConfig, trust_remote_code: bool) -> bool:
+    if trust_remote_code and "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {}):
+        return True
+    return type(config) in AutoModelForCausalLM._model_mapping
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
+
+
+def _special_tokens(tokenizer) -> set[str]:
+    tokens = set(getattr(tokenizer, "all_special_tokens", []))
+    tokens.update(str(t) for t in getattr(tokenizer, "added_tokens_decoder", {}).values())
+    return tokens
+
+
+def _quantize(model: PreTrainedModel, scheme: str, device: str) -> PreTrainedModel:
+    """Weight-only quantization of the linear layers with torchao, in place.
+
+    torchao replaces torch.ao's dynamic quantization, which torch deprecates. On this project's
+    CPU (AVX2, no VNNI) int8 prefills and decodes no faster than fp32 for a small model: see the
+    README before turning it on. int4 needs a CUDA device.
+    """
+    if scheme == "int4" and device != "cuda":
+        raise ModelLoadError("quantization 'int4' runs on a CUDA device only; use 'int8' on CPU")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torchao.quantization import (
+                Int4WeightOnlyConfig,
+                Int8WeightOnlyConfig,
+                quantize_,
+            )
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"quantization {scheme!r} needs torchao: pip install 'wisp-lsp[quantization]'"
+        ) from exc
+    config = Int8WeightOnlyConfig() if scheme == "int8" else Int4WeightOnlyConfig()
+    try:
+        quantize_(model, config)
+    except Exception as exc:  # unsupported shapes or kernels on this machine
+        raise ModelLoadError(f"cannot quantize to {scheme}: {first_line(exc)}") from exc
+    return model

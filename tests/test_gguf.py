@@ -1,0 +1,102 @@
+"""GGUF files as a model source: finding, checking, converting once, and failing clearly."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from lsp_session import start, stop
+
+from model_runtime.backend import ModelLoadError
+from model_runtime.local import LoadOptions, load_backend
+from model_runtime.local.gguf import check_header, converted_folder, file_identity, find_gguf
+from model_runtime.model_source import BUNDLED_MODEL
+
+
+def _gguf(path: Path, body: bytes = b"", version: int = 3) -> Path:
+    path.write_bytes(b"GGUF" + struct.pack("<I", version) + body)
+    return path
+
+
+def test_find_gguf(tmp_path: Path) -> None:
+    file = _gguf(tmp_path / "m.gguf")
+    assert find_gguf(file) == file
+    assert find_gguf(tmp_path) == file  # a folder without config.json that holds one
+    (tmp_path / "config.json").write_text("{}")
+    assert find_gguf(tmp_path) is None  # a Hugging Face folder
+    (tmp_path / "notes.txt").write_text("x")
+    assert find_gguf(tmp_path / "notes.txt") is None
+    assert find_gguf(tmp_path / "missing.gguf") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "not a GGUF file"),
+        (b"PK\x03\x04zipzip", "not a GGUF file"),
+        (b"GGUF" + struct.pack("<I", 9), "version 9"),
+    ],
+)
+def test_bad_headers_are_named(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match=message):
+        check_header(path)
+
+
+def test_identity_follows_content_not_path(tmp_path: Path) -> None:
+    a = _gguf(tmp_path / "a.gguf", b"x" * 3000)
+    b = tmp_path / "sub" / "a.gguf"
+    b.parent.mkdir()
+    shutil.copy(a, b)
+    assert file_identity(a) == file_identity(b)
+    _gguf(b, b"y" * 3000)
+    assert file_identity(a) != file_identity(b)
+
+
+def test_truncated_file_is_a_load_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path / "cache"))
+    cut = tmp_path / "cut.gguf"
+    with BUNDLED_MODEL.open("rb") as whole:
+        cut.write_bytes(whole.read(3 << 20))  # header and metadata, weights cut short
+    with pytest.raises(ModelLoadError, match=r"cut\.gguf"):
+        load_backend(LoadOptions(str(cut)))
+    assert not any((tmp_path / "cache" / "gguf").glob("cut*"))  # nothing half-written is kept
+
+
+def test_missing_file_is_a_load_error() -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_backend(LoadOptions("/nowhere/model.gguf"))
+
+
+@pytest.mark.slow
+def test_conversion_is_cached(smollm2_folder: Path) -> None:
+    started = time.perf_counter()
+    assert converted_folder(BUNDLED_MODEL) == smollm2_folder
+    assert time.perf_counter() - started < 5  # found, not converted again
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
+        p.name for p in smollm2_folder.iterdir()
+    }
+
+
+@pytest.mark.slow
+def test_folder_holding_a_gguf_loads_with_the_prefix_only_template(smollm2_folder: Path) -> None:
+    backend = load_backend(LoadOptions(str(BUNDLED_MODEL.parent)))
+    assert backend.template.name == "prefix-only"  # SmolLM2 has no fill-in-the-middle tokens
+    assert backend.healing is not None and len(backend.healing.pieces) == 49152
+
+
+@pytest.mark.slow
+async def test_server_reports_a_corrupt_gguf_and_stays_up(tmp_path: Path) -> None:
+    bad = _gguf(tmp_path / "broken.gguf", b"\x00" * 64)
+    session, _ = await start({"model": str(bad)})
+    status = await session.wait_state("ready", "error")
+    assert status["state"] == "error" and "broken.gguf" in status["message"]
+    uri = "file:///work/a.py"
+    session.open(uri, "x = 1\n")
+    inline = await session.inline(uri, 0, 5)
+    assert not inline.items  # answered, empty, and the server is still there
+    assert await stop(session) == 0
