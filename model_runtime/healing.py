@@ -42,10 +42,10 @@ def _byte_level_alphabet() -> dict[str, int]:
 
 def byte_level_bytes(token: str) -> bytes | None:
     """The bytes a byte-level BPE token (GPT-2, StarCoder, Qwen) stands for; None if not one."""
-    alphabet = _byte_level_alphabet()
-    if not all(c in alphabet for c in token):
+    try:
+        return bytes(map(_byte_level_alphabet().__getitem__, token))
+    except KeyError:
         return None
-    return bytes(alphabet[c] for c in token)
 
 
 def sentencepiece_bytes(token: str) -> bytes:
@@ -83,12 +83,13 @@ class TokenTable:
     _by_piece: dict[bytes, list[int]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        order = sorted((p, i) for i, p in enumerate(self.pieces) if p)
+        pieces = self.pieces
+        order = sorted((i for i, p in enumerate(pieces) if p), key=pieces.__getitem__)
         by_piece: dict[bytes, list[int]] = {}
-        for piece, index in order:
-            by_piece.setdefault(piece, []).append(index)
-        object.__setattr__(self, "_sorted", [p for p, _ in order])
-        object.__setattr__(self, "_ids", [i for _, i in order])
+        for index in order:
+            by_piece.setdefault(pieces[index], []).append(index)
+        object.__setattr__(self, "_sorted", [pieces[i] for i in order])
+        object.__setattr__(self, "_ids", order)
         object.__setattr__(self, "_by_piece", by_piece)
 
     def _starting_with(self, head: bytes) -> range:
