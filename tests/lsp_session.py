@@ -79,8 +79,10 @@ async def start(
     client_spec: str = "visual-studio-code",
     encodings: list[str] | None = None,
     inline_capable: bool = False,
+    env: dict[str, str] | None = None,
 ) -> tuple[Session, types.InitializeResult]:
-    client = await ClientServerConfig(server_command=SERVER, server_env=ENV).start()
+    server_env = {**ENV, **(env or {})}
+    client = await ClientServerConfig(server_command=SERVER, server_env=server_env).start()
     assert isinstance(client, LanguageClient)
     session = Session(client)
     capabilities = client_capabilities(client_spec)

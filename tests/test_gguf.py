@@ -100,3 +100,15 @@ async def test_server_reports_a_corrupt_gguf_and_stays_up(tmp_path: Path) -> Non
     inline = await session.inline(uri, 0, 5)
     assert not inline.items  # answered, empty, and the server is still there
     assert await stop(session) == 0
+
+
+@pytest.mark.slow
+async def test_first_start_shows_the_conversion(tmp_path: Path) -> None:
+    """From an empty cache the server converts the bundled GGUF and says so while it does."""
+    session, _ = await start({}, env={"WISP_CACHE_DIR": str(tmp_path / "cache")})
+    status = await session.wait_state("ready", "error", timeout=600)
+    assert status["state"] == "ready", status
+    messages = [s["message"] for s in session.statuses]
+    assert any("dequantizing" in m for m in messages), messages
+    assert any((tmp_path / "cache" / "gguf").iterdir())
+    assert await stop(session) == 0
