@@ -180,14 +180,21 @@ class CompletionEngine:
         cancel: threading.Event,
     ) -> list[Suggestion]:
         """The suggestions reordered by how well the code after the cursor follows each."""
-        fits: list[float | None] = []
-        for suggestion in suggestions:
-            follows = continuation(ctx, suggestion.replace)
-            if not follows or cancel.is_set():
-                fits.append(None)
-                continue
-            [fit] = self.backend.continuation_logprobs(asked, [suggestion.text], follows)
-            fits.append(fit)
+        fits: list[float | None] = [None] * len(suggestions)
+        groups: dict[str, list[int]] = {}  # one forward pass per answer, one call per follow-up
+        for i, suggestion in enumerate(suggestions):
+            if follows := continuation(ctx, suggestion.replace):
+                groups.setdefault(follows, []).append(i)
+        for follows, members in groups.items():
+            if cancel.is_set():
+                break
+            answers = [suggestions[i].text for i in members]
+            for i, fit in zip(
+                members,
+                self.backend.continuation_logprobs(asked, answers, follows),
+                strict=True,
+            ):
+                fits[i] = fit
         order = sorted(
             range(len(suggestions)),
             key=lambda i: ranked_score(suggestions[i].score, fits[i]),
