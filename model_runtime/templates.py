@@ -73,7 +73,7 @@ class FimTemplate:
         return self.layout != "prefix"
 
 
-# The bundled model's tokens share Qwen2.5-Coder's spelling so llama.cpp recognises them.
+# The tokens of `wisp train`'s models share Qwen2.5-Coder's spelling so llama.cpp recognises them.
 _QWEN_STOPS = ("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>", "<|im_end|>")
 _STARCODER_STOPS = ("<|endoftext|>", "<file_sep>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>")
 
