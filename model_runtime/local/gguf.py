@@ -111,7 +111,6 @@ def _convert(path: Path, out: Path, report: Report) -> None:
     # The weights are plain tensors now; without this the model refuses to be saved.
     del model.config.quantization_config
     model.hf_quantizer, model.is_quantized = None, False
-    model.config.wisp_source = {"gguf": name, "identity": file_identity(path)}
     report("saving the converted model", 85)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
