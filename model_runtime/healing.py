@@ -93,17 +93,18 @@ class TokenTable:
         object.__setattr__(self, "_by_piece", by_piece)
 
     def _starting_with(self, head: bytes) -> range:
+        """Positions in the sorted pieces of those that start with `head` (two bisections)."""
         low = bisect.bisect_left(self._sorted, head)
-        high = low
-        while high < len(self._sorted) and self._sorted[high].startswith(head):
-            high += 1
-        return range(low, high)
+        stem = head.rstrip(b"\xff")
+        if not stem:
+            return range(low, len(self._sorted))
+        above = stem[:-1] + bytes([stem[-1] + 1])  # the first byte string past every extension
+        return range(low, bisect.bisect_left(self._sorted, above))
 
     def extendable(self, piece: bytes) -> bool:
         """Whether a longer token starts with `piece`: the text after it could merge into it."""
-        return bool(piece) and any(
-            len(self._sorted[k]) > len(piece) for k in self._starting_with(piece)
-        )
+        after = bisect.bisect_right(self._sorted, piece)
+        return bool(piece) and after < len(self._sorted) and self._sorted[after].startswith(piece)
 
     def allowed(self, lead: bytes) -> list[int]:
         """Tokens that keep an answer on course to start with `lead`.
