@@ -43,8 +43,10 @@ async def suggest(
     if doc is None:
         log.info("no completion: %s was never opened", uri)
         return nothing
-    if not ls.settings.language_enabled(doc.language_id):
-        log.info("no completion: language %s is disabled", doc.language_id)
+    # pygls keeps whatever `languageId` the client sent, string or not.
+    language = doc.language_id if isinstance(doc.language_id, str) else ""
+    if not ls.settings.language_enabled(language):
+        log.info("no completion: language %s is disabled", language)
         return nothing
     engine = ls.engine
     if engine is None:
@@ -61,9 +63,7 @@ async def suggest(
             located.offset,
         )
     cursor = position_at(text, located.offset, encoding)
-    request = CompletionRequest(
-        text, located.offset, _display_path(ls, doc.path), doc.language_id or ""
-    )
+    request = CompletionRequest(text, located.offset, _display_path(ls, doc.path), language)
     policy = ls.settings.comments_and_strings
     if not completes_at(text, located.offset, request.language, policy, invoked):
         log.info("no completion: inside a comment or string (commentsAndStrings=%s)", policy)

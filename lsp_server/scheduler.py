@@ -76,10 +76,17 @@ class Scheduler:
             event.set()
 
     def shutdown(self) -> None:
+        """Cancel everything and stop taking jobs; the running job ends at its next check."""
         self.cancel_all()
         with self._wake:
             self._closed = True
             self._wake.notify()
+
+    def close(self, timeout: float) -> bool:
+        """`shutdown`, then wait up to `timeout` s for the worker; whether it has stopped."""
+        self.shutdown()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _work(self) -> None:
         while True:

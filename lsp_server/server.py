@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import sys
+import threading
 import uuid
 from collections.abc import Coroutine
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from lsprotocol import types
+from pygls.exceptions import FeatureRequestError
+from pygls.io_ import StdinAsyncReader, StdoutWriter
 from pygls.lsp.server import LanguageServer
 
 from lsp_server import __version__
+from lsp_server.framing import serve_frames
+from lsp_server.protocol import WispProtocol
 from lsp_server.scheduler import Scheduler
 from lsp_server.settings import Settings, parse_settings
 from lsp_server.stats import Stats
-from model_runtime.backend import ModelLoadError
+from model_runtime.backend import ModelLoadError, first_line
 from model_runtime.engine import CompletionEngine
 
 log = logging.getLogger(__name__)
@@ -29,7 +36,10 @@ class WispServer(LanguageServer):
 
     def __init__(self) -> None:
         super().__init__(
-            "wisp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental
+            "wisp",
+            __version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            protocol_cls=WispProtocol,
         )
         self.settings = Settings()
         self.settings_raw: Any = None  # initializationOptions, applied once initialized
@@ -40,6 +50,7 @@ class WispServer(LanguageServer):
         self._loaded_key: tuple[Any, ...] | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.shutdown_requested = False
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run `coro` in the background, keeping a reference until it finishes."""
@@ -47,6 +58,33 @@ class WispServer(LanguageServer):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """Serve over stdio with wisp's frame reader (see `lsp_server.framing`)."""
+        self._stop_event = stop = threading.Event()
+        reader = StdinAsyncReader(stdin or sys.stdin.buffer, self.thread_pool)
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        try:
+            asyncio.run(serve_frames(stop, reader, self.protocol, self.report_server_error))
+        except BrokenPipeError:
+            log.error("the client closed the connection; stopping")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Errors no request is waiting on: logged, never a pop-up (the user cannot act on them).
+
+        A body that is not JSON is answered with a parse error, as JSON-RPC asks.
+        """
+        if isinstance(error, json.JSONDecodeError | UnicodeDecodeError):
+            assert isinstance(self.protocol, WispProtocol)
+            self.protocol.answer_parse_error(f"the message is not JSON: {error}")
+            return
+        if source is FeatureRequestError:  # answered with the error, and logged by pygls
+            return
+        log.warning("%s: %s", getattr(source, "__name__", source), first_line(error))
 
     def tell_user(self, kind: types.MessageType, message: str) -> None:
         """Show `message` in the editor and write it to the editor's log and ours."""

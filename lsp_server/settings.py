@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -160,6 +161,15 @@ def snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = 60
+
+
+def _brief(value: Any) -> str:
+    """`repr(value)`, cut short: a warning must not carry a megabyte of someone's settings."""
+    return _BRIEF.repr(value)
+
+
 def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, list[str]]:
     """Settings from a client's JSON (`{"wisp": {...}}` or the section itself), and warnings.
 
@@ -179,11 +189,13 @@ def parse_settings(raw: Any, base: Settings | None = None) -> tuple[Settings, li
     for key, value in raw.items():
         name = snake(str(key))
         if name not in known:
-            warnings.append(f"unknown setting {key!r} ignored")
+            warnings.append(f"unknown setting {_brief(key)} ignored")
             continue
         try:
             values[name] = VALIDATORS[name](value)
         except ValueError as exc:
             default = getattr(base, name)
-            warnings.append(f"setting {camel(name)!r}: {exc}; got {value!r}, using {default!r}")
+            warnings.append(
+                f"setting {camel(name)!r}: {exc}; got {_brief(value)}, using {default!r}"
+            )
     return dataclasses.replace(base, **values), warnings

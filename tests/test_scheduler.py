@@ -96,3 +96,28 @@ async def test_a_failing_job_raises_in_the_caller_and_the_worker_goes_on(
     with pytest.raises(RuntimeError, match="boom"):
         await scheduler.run("doc", boom)
     assert await scheduler.run("doc", lambda cancel: 7) == 7
+
+
+async def test_close_cancels_the_running_job_and_waits_for_the_worker(
+    scheduler: Scheduler,
+) -> None:
+    started = threading.Event()
+
+    def job(cancel: threading.Event) -> str:
+        started.set()
+        cancel.wait(5)
+        return "stopped"
+
+    task = asyncio.ensure_future(scheduler.run("doc", job))
+    assert await asyncio.to_thread(started.wait, 5)
+    assert await asyncio.to_thread(scheduler.close, 5)
+    assert await task == "stopped"
+
+
+async def test_close_says_when_the_worker_is_still_busy(scheduler: Scheduler) -> None:
+    started, release = threading.Event(), threading.Event()
+    task = asyncio.ensure_future(scheduler.run("doc", blocker(started, release, [], "deaf")))
+    assert await asyncio.to_thread(started.wait, 5)
+    assert not await asyncio.to_thread(scheduler.close, 0.1)  # the job ignores its flag
+    release.set()
+    assert await task == "deaf"

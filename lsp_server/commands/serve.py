@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +20,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=2087, help="TCP port (default: 2087)")
 
 
+# How long exit waits for a running completion to reach its next cancellation check.
+WORKER_GRACE_S = 1.0
+
+
 def run(args: argparse.Namespace) -> int:
     from lsp_server.features import create_server
 
@@ -26,4 +33,24 @@ def run(args: argparse.Namespace) -> int:
         server.start_tcp(args.host, args.port)
     else:
         server.start_io()
-    return 0
+    # LSP: exit code 0 after a `shutdown` request, 1 when the client went away without one.
+    code = 0 if server.shutdown_requested else 1
+    if not server.scheduler.close(WORKER_GRACE_S):
+        log.info("exiting while the model is still computing")
+    _exit_now(code)
+    return code  # not reached
+
+
+def _exit_now(code: int) -> None:
+    """End the process without finalizing the interpreter.
+
+    A completion may still be inside one long torch call (a prefill cannot be interrupted) on
+    the model thread, and a model may still be loading on another. Finalizing the interpreter
+    under them aborts the process from C++ ("terminate called without an active exception");
+    nothing is left to save, so flush what was written and leave.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # the client has closed its end
+            stream.flush()
+    os._exit(code)

@@ -41,6 +41,7 @@ def register(server: WispServer) -> None:
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: WispServer, params: None) -> None:
+        ls.shutdown_requested = True
         ls.scheduler.shutdown()
 
 
