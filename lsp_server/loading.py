@@ -25,6 +25,7 @@ def load_engine(
             quantization=settings.quantization,
             threads=settings.threads,
             trust_remote_code=settings.trust_remote_code,
+            allow_pickle=settings.allow_pickle,
             fim_template=settings.fim_template,
         ),
         report,

@@ -1,14 +1,18 @@
 """LSP positions <-> offsets into a Python string, in the negotiated position encoding.
 
-Positions past the end of a line clamp to the line's end (before its line break); lines past the
-end of the document clamp to the document's end. Offsets count code points.
+Lines end at "\n", "\r\n" or a lone "\r", as LSP says (and as pygls splits the documents it
+keeps). Positions past the end of a line clamp to the line's end (before its line break); lines
+past the end of the document clamp to the document's end. Offsets count code points.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from lsprotocol import types
+
+_LINE_BREAK = re.compile(r"\r\n?|\n")
 
 
 def units(text: str, encoding: str) -> int:
@@ -34,17 +38,15 @@ def _column_to_index(line: str, character: int, encoding: str) -> int:
 
 def _line_bounds(text: str, line: int) -> tuple[int, int] | None:
     """Start offset and content end (before the line break) of `line`, or None past the end."""
+    breaks = _LINE_BREAK.finditer(text)
     start = 0
     for _ in range(line):
-        newline = text.find("\n", start)
-        if newline < 0:
+        found = next(breaks, None)
+        if found is None:
             return None
-        start = newline + 1
-    end = text.find("\n", start)
-    end = len(text) if end < 0 else end
-    if end > start and text[end - 1] == "\r":
-        end -= 1
-    return start, end
+        start = found.end()
+    found = next(breaks, None)
+    return start, len(text) if found is None else found.start()
 
 
 @dataclass(frozen=True)
@@ -71,4 +73,8 @@ def position_at(text: str, offset: int, encoding: str) -> types.Position:
     offset = max(0, min(offset, len(text)))
     line = text.count("\n", 0, offset)
     line_start = text.rfind("\n", 0, offset) + 1
+    if text.find("\r", 0, offset) >= 0:
+        # A lone "\r" ends a line too; an offset between "\r" and "\n" counts as after both.
+        line += text.count("\r", 0, offset) - text.count("\r\n", 0, offset)
+        line_start = max(line_start, text.rfind("\r", line_start, offset) + 1)
     return types.Position(line=line, character=units(text[line_start:offset], encoding))

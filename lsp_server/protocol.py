@@ -29,6 +29,7 @@ from pygls.protocol import (
     LanguageServerProtocol,
 )
 
+from lsp_server.documents import LspWorkspace
 from model_runtime.backend import first_line
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,10 @@ class WispProtocol(LanguageServerProtocol):
     def _refuse(self, request_id: int | str | None, error: JsonRpcException) -> None:
         log.warning("refused request %r: %s", request_id, error.message)
         self._send_response(request_id, error=error.to_response_error())  # type: ignore[arg-type]
+
+    def keep_lsp_lines(self) -> None:
+        """Swap the workspace pygls made at `initialize` for one that splits lines as LSP does."""
+        self._workspace = LspWorkspace.like(self.workspace)
 
     def answer_parse_error(self, reason: str) -> None:
         """A body that is not JSON: its id is unknown, so the answer has a null id."""

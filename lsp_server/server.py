@@ -34,6 +34,8 @@ STATUS_NOTIFICATION = "wisp/status"
 class WispServer(LanguageServer):
     """Holds the settings, the loaded engine and the model's state for one editor session."""
 
+    protocol: WispProtocol
+
     def __init__(self) -> None:
         super().__init__(
             "wisp",
@@ -79,7 +81,6 @@ class WispServer(LanguageServer):
         A body that is not JSON is answered with a parse error, as JSON-RPC asks.
         """
         if isinstance(error, json.JSONDecodeError | UnicodeDecodeError):
-            assert isinstance(self.protocol, WispProtocol)
             self.protocol.answer_parse_error(f"the message is not JSON: {error}")
             return
         if source is FeatureRequestError:  # answered with the error, and logged by pygls

@@ -25,6 +25,7 @@ class Settings:
     quantization: str = "none"
     threads: int = 0  # 0: torch's default, one per physical core
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # pickled checkpoints can run code when loaded
     max_new_tokens: int = 48
     num_candidates: int = 1
     context_tokens: int = 1024
@@ -66,6 +67,7 @@ class Settings:
             self.quantization,
             self.threads,
             self.trust_remote_code,
+            self.allow_pickle,
             self.fim_template,
         )
 
@@ -137,6 +139,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "quantization": _choice("none", "int8", "int4"),
     "threads": _int_range(0, 256),
     "trust_remote_code": _boolean,
+    "allow_pickle": _boolean,
     "max_new_tokens": _int_range(1, 512),
     "num_candidates": _int_range(1, 8),
     "context_tokens": _int_range(64, 32768),

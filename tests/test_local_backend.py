@@ -119,6 +119,43 @@ def test_load_errors_name_the_cause(
         load_backend(LoadOptions(str(folder)))
 
 
+def test_the_decode_loop_uses_the_cache_argument_this_transformers_wants(
+    x_backend: TransformersBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No deprecation warning per step (5.x renamed `past_key_values` to `cache`)."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    logging.Logger.warning_once.cache_clear()  # type: ignore[attr-defined]  # once per process
+    hf_logging.enable_propagation()
+    try:
+        with warnings.catch_warnings(), caplog.at_level(logging.WARNING, "transformers"):
+            warnings.simplefilter("error", FutureWarning)
+            warnings.simplefilter("error", DeprecationWarning)
+            assert ask(x_backend, max_new_tokens=4).candidates[0].text == "xxxx"
+    finally:
+        hf_logging.disable_propagation()
+    assert not [r.getMessage() for r in caplog.records if "deprecat" in r.getMessage()]
+
+
+def test_pickled_weights_are_refused_unless_allowed(tmp_path: Path, x_model: Path) -> None:
+    """A `pytorch_model.bin` can run code when unpickled: loading it takes `allowPickle`."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((x_model / name).read_bytes())
+    torch.save(load_file(x_model / "model.safetensors"), folder / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match=r"pickled weights.*allowPickle"):
+        load_backend(LoadOptions(str(folder)))
+    backend = load_backend(LoadOptions(str(folder), allow_pickle=True))
+    assert ask(backend, max_new_tokens=3).candidates[0].text == "xxx"
+
+
 def test_threads_setting_applies_and_zero_restores_the_default(x_model: Path) -> None:
     import torch
 

@@ -70,6 +70,7 @@ def test_commands_and_entry_point() -> None:
 def test_settings_that_choose_what_runs_are_user_settings_only() -> None:
     assert PROPERTIES["wisp.serverCommand"]["scope"] == "machine"
     assert PROPERTIES["wisp.trustRemoteCode"]["scope"] == "machine"
+    assert PROPERTIES["wisp.allowPickle"]["scope"] == "machine"
 
 
 @pytest.fixture(scope="module")

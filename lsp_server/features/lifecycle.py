@@ -18,6 +18,7 @@ def register(server: WispServer) -> None:
     def initialize(ls: WispServer, params: types.InitializeParams) -> None:
         # Settings are parsed now; the model loads only after `initialized`, in the background.
         ls.settings_raw = params.initialization_options
+        ls.protocol.keep_lsp_lines()
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: WispServer, params: types.InitializedParams) -> None:

@@ -6,6 +6,7 @@ first steps of an answer are held to the healed lead (see `model_runtime/healing
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from model_runtime.backend import (
     common_prefix_length,
 )
 from model_runtime.healing import TokenTable, remaining_lead
-from model_runtime.local.kv_cache import KvSlots, crop_to
+from model_runtime.local.kv_cache import KvSlots, crop_to, croppable
 from model_runtime.stopping import (
     DecodeState,
     StopCriterion,
@@ -68,6 +69,8 @@ class TransformersBackend:
         self.tokenizer = tokenizer
         self.template = template
         self.device = device
+        forward = inspect.signature(model.forward).parameters
+        self._cache_name = "cache" if "cache" in forward else "past_key_values"
         self.healing = healing
         self.context_window: int | None = getattr(model.config, "max_position_embeddings", None)
         # A FIM marker in the answer means the model lost its place: end the candidate there.
@@ -130,8 +133,8 @@ class TransformersBackend:
                     self.slots.keep(key, ids[:start], cache)  # what is done stays useful
                 return cache, None, reused
             chunk = torch.tensor([ids[start : start + PREFILL_CHUNK]], device=self.device)
-            out = self.model(chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache, logits = out.past_key_values, out.logits[:, -1, :]
+            cache, logits = self._forward(chunk, cache, logits_to_keep=1)
+            logits = logits[:, -1, :]
         return cache, logits, reused
 
     def _decode(
@@ -180,8 +183,8 @@ class TransformersBackend:
             steps += 1
             if all(r is not None for r in reasons):
                 break
-            out = self.model(chosen.view(n, 1), past_key_values=cache, use_cache=True)
-            cache, logits = out.past_key_values, out.logits[:, -1, :]
+            cache, logits = self._forward(chosen.view(n, 1), cache)
+            logits = logits[:, -1, :]
         self._keep_prompt(key, ids, cache, n)
         candidates = [
             self._candidate(state, lps, reason or "cancelled", lead)
@@ -213,8 +216,7 @@ class TransformersBackend:
         with torch.inference_mode():
             cache, reused = self.slots.take(ids, request.cache_key)
             rest = torch.tensor([ids[reused:]], device=self.device)
-            cache = self.model(rest, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache = cache.past_key_values
+            cache, _ = self._forward(rest, cache, logits_to_keep=1)
             fits = [self._fit(cache, len(ids), request.lead + a, continuation) for a in answers]
         self.slots.keep(request.cache_key, ids, cache)
         return fits
@@ -226,11 +228,20 @@ class TransformersBackend:
         whole = whole[: start + CONTINUATION_TOKENS]
         if start >= len(whole):
             return 0.0
-        out = self.model(torch.tensor([whole], device=self.device), past_key_values=cache)
-        crop_to(out.past_key_values, prompt_len)
-        logprobs = torch.log_softmax(out.logits[0, start - 1 : len(whole) - 1].float(), dim=-1)
+        cache, logits = self._forward(torch.tensor([whole], device=self.device), cache)
+        crop_to(cache, prompt_len)
+        logprobs = torch.log_softmax(logits[0, start - 1 : len(whole) - 1].float(), dim=-1)
         targets = torch.tensor(whole[start:], device=self.device)
         return float(logprobs.gather(1, targets[:, None]).mean())
+
+    def _forward(self, ids: torch.Tensor, cache: Any, **options: Any) -> tuple[Any, torch.Tensor]:
+        """One forward pass from `cache`: the extended cache and the logits.
+
+        transformers renamed `past_key_values` to `cache` (5.2x); the old name still works there
+        but warns on every call, so each model is called with the name its `forward` takes.
+        """
+        out = self.model(ids, **{self._cache_name: cache}, use_cache=True, **options)
+        return out[self._cache_name], out.logits
 
     def _held_to_lead(self, logits: torch.Tensor, pending: list[bytes]) -> torch.Tensor:
         """Logits with every token that strays from a row's pending lead masked out."""
@@ -255,7 +266,7 @@ class TransformersBackend:
 
     def _keep_prompt(self, key: str, ids: list[int], cache: Any, batch: int) -> None:
         """Keep the cache of the prompt alone (one row, no answer tokens) for the next request."""
-        if not self.slots.size or not cache.is_croppable:
+        if not self.slots.size or not croppable(cache):
             return
         if batch > 1:
             cache.batch_select_indices(torch.tensor([0], device=self.device))

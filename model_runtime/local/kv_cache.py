@@ -9,6 +9,11 @@ from typing import Any
 from model_runtime.backend import common_prefix_length
 
 
+def croppable(cache: Any) -> bool:
+    """Whether `cache` can be cut back (not a sliding window); transformers 4.x has no flag."""
+    return bool(getattr(cache, "is_croppable", hasattr(cache, "crop")))
+
+
 def crop_to(cache: Any, length: int) -> None:
     """Drop cached positions past `length` (a negative count means the same in every version)."""
     extra = cache.get_seq_length() - length
@@ -50,7 +55,7 @@ class KvSlots:
             return None, 0
         slot = self._slots.pop(best_key)
         keep = min(best, len(ids) - 1)
-        if keep <= 0 or not slot.cache.is_croppable:
+        if keep <= 0 or not croppable(slot.cache):
             return None, 0
         crop_to(slot.cache, keep)
         return slot.cache, keep

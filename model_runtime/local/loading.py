@@ -36,6 +36,7 @@ class LoadOptions:
     quantization: str = "none"  # none | int8 | int4
     threads: int = 0  # CPU threads per matmul; 0: torch's default
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # pickled weights (.bin, .pt) run code when unpickled
     fim_template: str | None = None  # registry name; None detects it from the model
 
 
@@ -98,6 +99,7 @@ def load_backend(options: LoadOptions, report: Report | None = None) -> Transfor
         )
     except Exception as exc:
         raise ModelLoadError(f"cannot load the tokenizer of {source!r}: {first_line(exc)}") from exc
+    _refuse_pickle(where, source, options.allow_pickle)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model: Any  # transformers' own annotations of `.to` and friends confuse type checkers
     try:
@@ -105,11 +107,15 @@ def load_backend(options: LoadOptions, report: Report | None = None) -> Transfor
             where,
             config=config,
             dtype=dtype,
-            use_safetensors=None,  # safetensors when present, else the pickled weights
+            # Pickled weights only when the user allowed them; safetensors first even then.
+            use_safetensors=None if options.allow_pickle else True,
             trust_remote_code=options.trust_remote_code,
         )
     except Exception as exc:
-        raise ModelLoadError(f"cannot load the weights of {source!r}: {first_line(exc)}") from exc
+        hint = "" if options.allow_pickle else f" ({PICKLE_HINT})"
+        raise ModelLoadError(
+            f"cannot load the weights of {source!r}: {first_line(exc)}{hint}"
+        ) from exc
     model.to(device).eval()
     if options.quantization in ("int8", "int4"):
         model = _quantize(model, options.quantization, device)
@@ -125,6 +131,23 @@ def load_backend(options: LoadOptions, report: Report | None = None) -> Transfor
     healing = TokenTable(tuple(vocab_bytes(tokenizer.get_vocab(), _special_tokens(tokenizer))))
     log.info("loaded %s on %s (template %s)", source, device, template.name)
     return TransformersBackend(source, model, tokenizer, template, device, healing=healing)
+
+
+PICKLE_HINT = (
+    "wisp loads safetensors and GGUF weights only; pickled weights can run code when loaded. "
+    "Convert them to safetensors, or set allowPickle to true if you trust their source"
+)
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickle(where: str, source: str, allowed: bool) -> None:
+    """A local folder with pickled weights and no safetensors: say so before transformers does."""
+    folder = Path(where)
+    if allowed or not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise ModelLoadError(f"{source!r} holds pickled weights ({pickled[0]}): {PICKLE_HINT}")
 
 
 def _is_causal_lm(config: PretrainedConfig, trust_remote_code: bool) -> bool:
