@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("model_runtime.training.command", "train a fill-in-the-middle code model"),
     "eval": ("model_runtime.evaluation.command", "evaluate completions on FIM benchmarks"),
     "bench": ("lsp_server.commands.bench", "replay typing through the server; latency figures"),
+    "soak": ("lsp_server.commands.soak", "replay typing for many rounds; memory and latency drift"),
 }
 
 

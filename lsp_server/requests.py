@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -12,11 +13,15 @@ from lsprotocol import types
 from lsp_server.positions import offset_at, position_at, units
 from lsp_server.server import WispServer
 from model_runtime.context import cursor_context
-from model_runtime.engine import CompletionRequest
+from model_runtime.engine import CompletionEngine, CompletionRequest, CompletionResult
 from model_runtime.lexical import completes_at
 from model_runtime.postprocess import Suggestion
 
 log = logging.getLogger(__name__)
+
+# How far past `maxLatencyMs` a request may go before it is given up as hung: the deadline is
+# checked between steps, and one prefill chunk of a long prompt on a slow machine takes seconds.
+WATCHDOG_GRACE_S = 10.0
 
 
 @dataclass
@@ -72,11 +77,12 @@ async def suggest(
     if result is not None:
         ls.scheduler.cancel(uri)  # the user has moved on from any request still running
     else:
-        result = await ls.scheduler.run(
-            uri,
-            lambda cancel: engine.complete(request, cancel),
-            debounce_s=ls.settings.debounce_ms / 1000,
-        )
+        try:
+            result = await _run_watched(ls, engine, uri, request)
+        except Exception as exc:  # a model that fails or hangs costs one empty answer
+            ls.note_fault(exc)
+            return Found(cursor, language=request.language)
+        ls.note_recovered()
     if result is None or result.cancelled:
         log.info("no completion: request for %s was superseded or cancelled", uri)
         engine_ms = result.timings_ms.get("total", 0.0) if result is not None else 0.0
@@ -89,6 +95,26 @@ async def suggest(
     line_suffix = cursor_context(text, located.offset).line_suffix
     replaced = [units(line_suffix[: s.replace], encoding) for s in result.suggestions]
     return Found(cursor, result.suggestions, replaced, request.language)
+
+
+async def _run_watched(
+    ls: WispServer, engine: CompletionEngine, uri: str, request: CompletionRequest
+) -> CompletionResult | None:
+    """The engine's answer, run on the model thread; TimeoutError if it outlives its budget.
+
+    The engine stops decoding at `maxLatencyMs`, but only between steps: a single forward pass
+    that never returns (a wedged kernel, a machine swapping) would leave the editor waiting.
+    """
+    debounce_s = ls.settings.debounce_ms / 1000
+    job = ls.scheduler.run(uri, lambda cancel: engine.complete(request, cancel), debounce_s)
+    budget_ms = ls.settings.max_latency_ms
+    if not budget_ms:
+        return await job
+    limit_s = debounce_s + budget_ms / 1000 + WATCHDOG_GRACE_S
+    try:
+        return await asyncio.wait_for(job, limit_s)
+    except TimeoutError:
+        raise TimeoutError(f"the model did not answer within {limit_s:.1f} s") from None
 
 
 def _display_path(ls: WispServer, path: str | None) -> str:

@@ -53,6 +53,7 @@ class WispServer(LanguageServer):
         self._load_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.shutdown_requested = False
+        self._faulted = False  # the last completion failed
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run `coro` in the background, keeping a reference until it finishes."""
@@ -97,6 +98,19 @@ class WispServer(LanguageServer):
     def publish_status(self, state: ModelState, message: str) -> None:
         self.model_state = state
         self.protocol.notify(STATUS_NOTIFICATION, {"state": state, "message": message})
+
+    def note_fault(self, exc: BaseException) -> None:
+        """A completion failed or hung: logged, shown on `wisp/status`; the next one tries again."""
+        reason = first_line(exc)
+        log.error("completion failed: %s", reason, exc_info=not isinstance(exc, TimeoutError))
+        self._faulted = True
+        self.publish_status("error", f"completion failed: {reason}")
+
+    def note_recovered(self) -> None:
+        """A completion worked after one that failed: the status says ready again."""
+        if self._faulted and self.engine is not None:
+            self._faulted = False
+            self.publish_status("ready", f"model {self.engine.backend.name} ready")
 
     def update_settings(self, raw: Any) -> None:
         """Take new settings (invalid parts fall back, with a warning) and reload if needed."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 LATENCY_WINDOW = 1000  # latency percentiles cover this many of the most recent requests
+TRACKED_LANGUAGES = 64  # languages counted apart; the rest count together as "other"
 TRACKED_ITEMS = 4096  # items remembered for acceptance events; older ids are forgotten
 
 Event = Literal["shown", "accepted", "partially_accepted"]
@@ -92,7 +93,10 @@ class Stats:
         self._counter = itertools.count(1)
 
     def _tallies(self, language: str) -> tuple[_Tally, _Tally]:
-        return self._total, self._by_language.setdefault(language or "unknown", _Tally())
+        name = language or "unknown"
+        if name not in self._by_language and len(self._by_language) >= TRACKED_LANGUAGES:
+            name = "other"  # a client inventing language ids must not grow this without end
+        return self._total, self._by_language.setdefault(name, _Tally())
 
     def record_request(
         self, language: str, latency_ms: float, engine_ms: float, cache_hit: bool

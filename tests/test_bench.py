@@ -106,22 +106,9 @@ def test_latency_block_and_summary() -> None:
 
 @pytest.mark.slow
 def test_bench_runs_against_the_real_server(x_model: Path, tmp_path: Path) -> None:
-    out, picture = tmp_path / "bench.json", tmp_path / "bench.png"
-    source = tmp_path / "demo.py"
-    source.write_text(SOURCE + "\n")
-    settings = json.dumps({"model": str(x_model), "maxNewTokens": 4})
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "lsp_server.cli", "bench", "--file", str(source)),
-            *("--settings", settings, "--documents", "2", "--holes", "2", "--pause-scale", "0"),
-            *("--json", str(out), "--plot", str(picture)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done, summary = _replay_command(
+        "bench", x_model, tmp_path, "--documents", "2", "--holes", "2", "--pause-scale", "0"
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads(out.read_text())
     for kind in ("cold", "warm", "jump", "typed_through"):
         assert set(summary[kind]) == {"p50_ms", "p95_ms", "p99_ms", "n"}
     assert summary["cold"]["n"] == 2 and summary["jump"]["n"] == 2
@@ -130,5 +117,38 @@ def test_bench_runs_against_the_real_server(x_model: Path, tmp_path: Path) -> No
     assert summary["decode_tokens_per_s"] > 0 and summary["prefill_tokens_per_s"] > 0
     assert summary["overhead_ratio"] is not None and summary["overhead_ratio"] >= 1.0
     assert summary["peak_rss_mb"] > 50
-    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "p50 ms" in done.stdout
+
+
+@pytest.mark.slow
+def test_soak_reports_rounds_memory_and_drift(x_model: Path, tmp_path: Path) -> None:
+    done, report = _replay_command(
+        "soak", x_model, tmp_path, "--rounds", "3", "--documents", "2", "--holes", "1"
+    )
+    assert [row["round"] for row in report["rounds"]] == [1, 2, 3]
+    assert all(row["requests"] > 5 and row["rss_mb"] > 50 for row in report["rounds"])
+    assert report["requests"] == sum(row["requests"] for row in report["rounds"])
+    assert report["rss_growth_after_warmup_pct"] is not None
+    assert "RSS growth after round 1" in done.stdout
+
+
+def _replay_command(
+    command: str, model: Path, tmp_path: Path, *options: str
+) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """Run `wisp bench` or `wisp soak` on a small file; its JSON report (its plot is checked)."""
+    out, picture = tmp_path / f"{command}.json", tmp_path / f"{command}.png"
+    source = tmp_path / "demo.py"
+    source.write_text(SOURCE + "\n")
+    settings = json.dumps({"model": str(model), "maxNewTokens": 4})
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "lsp_server.cli", command, "--file", str(source)),
+            *("--settings", settings, *options, "--json", str(out), "--plot", str(picture)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return done, json.loads(out.read_text())

@@ -94,10 +94,42 @@ def test_serve_over_tcp_on_loopback() -> None:
         assert reply["id"] == 1
         assert reply["result"]["serverInfo"]["name"] == "wisp"
         assert "inlineCompletionProvider" in reply["result"]["capabilities"]
+        assert _listening_addresses(port) in ([], ["127.0.0.1"])  # [] where /proc has no net
     finally:
         server.terminate()
-        stdout, _ = server.communicate(timeout=10)
+        stdout, stderr = server.communicate(timeout=10)
     assert stdout == b""  # logs never go to stdout
+    assert b"(this machine only)" in stderr
+
+
+def _listening_addresses(port: int) -> list[str]:
+    """IPv4 addresses listening on `port`, from /proc/net/tcp (Linux)."""
+    table = Path("/proc/net/tcp")
+    if not table.exists():
+        return []
+    found = []
+    for row in table.read_text().splitlines()[1:]:
+        local, state = row.split()[1], row.split()[3]
+        address, _, hex_port = local.partition(":")
+        if int(hex_port, 16) == port and state == "0A":  # LISTEN
+            found.append(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+@pytest.mark.slow
+def test_serve_on_every_interface_says_so() -> None:
+    port = _free_port()
+    command = [sys.executable, "-m", "lsp_server.cli", "serve", "--tcp", "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, "--host", "0.0.0.0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline()
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+    assert b"0.0.0.0" in line and b"reachable from other machines" in line
 
 
 @pytest.mark.parametrize("settings", ["{not json", "[1, 2]"])

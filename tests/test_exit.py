@@ -49,6 +49,7 @@ def test_exit_while_a_completion_is_computing_is_clean(tmp_path: Path, cancel_fi
     log = stderr.read_text(errors="replace")
     assert code == 0, log[-3000:]
     assert "terminate called" not in log
+    assert "return a * 699" not in log  # no document text at the default log level
     assert waited < 10, f"exit took {waited:.1f} s"
 
 

@@ -2,46 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
+from in_process import Wire, initialize, send, wired_server
 
-from lsp_server.features import create_server
 from lsp_server.server import WispServer
-
-
-class Wire:
-    """Collects what the server writes."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def write(self, data: bytes) -> None:
-        self.sent.append(json.loads(data.split(b"\r\n\r\n", 1)[1]))
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture
 def server() -> tuple[WispServer, Wire]:
-    made = create_server()
-    wire = Wire()
-    made.protocol.set_writer(wire)
-    return made, wire
-
-
-def send(server: WispServer, message: dict[str, Any]) -> None:
-    server.protocol.handle_message({"jsonrpc": "2.0", **message})
-
-
-def initialize(server: WispServer) -> None:
-    send(server, {"id": 0, "method": "initialize", "params": {"capabilities": {}}})
+    return wired_server()
 
 
 def answer(wire: Wire, request_id: Any) -> dict[str, Any]:
-    return next(m for m in wire.sent if m.get("id") == request_id and "method" not in m)
+    found = wire.answer(request_id)
+    assert found is not None, f"no answer to {request_id!r}"
+    return found
 
 
 @pytest.mark.parametrize(

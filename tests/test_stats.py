@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from lsp_server.stats import Stats, percentile
+from lsp_server.stats import TRACKED_LANGUAGES, Stats, percentile
 
 
 @pytest.mark.parametrize(
@@ -119,3 +119,13 @@ def test_issuing_nothing_leaves_no_trace() -> None:
     stats = Stats()
     assert stats.issue("", 0) == []
     assert stats.snapshot()["per_language"] == {}
+
+
+def test_languages_counted_apart_are_bounded() -> None:
+    stats = Stats()
+    for number in range(TRACKED_LANGUAGES + 10):
+        stats.record_request(f"lang{number}", 1.0, 1.0, False)
+    per_language = stats.snapshot()["per_language"]
+    assert len(per_language) == TRACKED_LANGUAGES + 1
+    assert per_language["other"]["requests"] == 10
+    assert stats.snapshot()["requests"] == TRACKED_LANGUAGES + 10

@@ -6,7 +6,8 @@ import asyncio
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,16 @@ async def replay(
     on_line: Callable[[], None] = lambda: None,
 ) -> Recording:
     """Start the server, replay every session in turn, and shut the server down."""
+    async with serving(settings) as (client, recording):
+        rng = random.Random(seed)
+        for session in sessions:
+            await replay_session(client, session, rng, pause_scale, follow_rate, recording, on_line)
+    return recording
+
+
+@asynccontextmanager
+async def serving(settings: dict[str, Any]) -> AsyncIterator[tuple[LanguageClient, Recording]]:
+    """`wisp serve` started, initialized and ready; its stats and peak RSS recorded at the end."""
     client = LanguageClient("wisp-bench", "1")
     ready = asyncio.Event()
     failure: list[str] = []
@@ -130,21 +141,16 @@ async def replay(
         if failure:
             raise RuntimeError(f"the server could not load the model: {failure[0]}")
         recording.stats_before = await _stats(client)
-        rng = random.Random(seed)
-        for session in sessions:
-            await _replay_session(
-                client, session, rng, pause_scale, follow_rate, recording, on_line
-            )
+        yield client, recording
         recording.stats_after = await _stats(client)
         recording.peak_rss_mb = _peak_rss_mb(client)
         await client.shutdown_async(None)
         client.exit(None)
     finally:
         await client.stop()
-    return recording
 
 
-async def _replay_session(
+async def replay_session(
     client: LanguageClient,
     session: Session,
     rng: random.Random,
@@ -153,6 +159,7 @@ async def _replay_session(
     recording: Recording,
     on_line: Callable[[], None],
 ) -> None:
+    """Type every hole of `session` into a freshly opened document; close it at the end."""
     doc = _Document(client, f"file:///bench/{session.name}", session.text)
     seen: set[tuple[str, int]] = set()
     last_ms = 0.0
@@ -188,6 +195,9 @@ async def _replay_session(
                     shown = await press("\b", 0.15 * pause_scale, shown)
             shown = await press(stroke.char, stroke.pause_s, shown)
         on_line()
+    client.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=doc.uri))
+    )
 
 
 async def _stats(client: LanguageClient) -> dict[str, Any] | None:
@@ -211,6 +221,11 @@ def _as_dict(value: Any) -> Any:
 
 def _peak_rss_mb(client: LanguageClient) -> float | None:
     """The server process's peak resident memory, from /proc (Linux); None elsewhere."""
+    return server_memory_mb(client, "VmHWM")
+
+
+def server_memory_mb(client: LanguageClient, field: str = "VmRSS") -> float | None:
+    """A memory figure of the server process from /proc (Linux): VmRSS now, VmHWM the peak."""
     server = getattr(client, "_server", None)
     if server is None:
         return None
@@ -219,6 +234,6 @@ def _peak_rss_mb(client: LanguageClient) -> float | None:
     except OSError:
         return None
     for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return round(int(line.split()[1]) / 1024, 1)
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import logging
 import os
 import sys
@@ -29,7 +30,16 @@ def run(args: argparse.Namespace) -> int:
 
     server = create_server()
     if args.tcp:
-        log.warning("wisp listening on %s:%d", args.host, args.port)
+        if _is_loopback(args.host):
+            log.warning("wisp listening on %s:%d (this machine only)", args.host, args.port)
+        else:
+            log.warning(
+                "wisp listening on %s:%d, reachable from other machines: anyone who can connect "
+                "sees the code your editor sends and can run the model; use --host 127.0.0.1 "
+                "unless you mean it",
+                args.host,
+                args.port,
+            )
         server.start_tcp(args.host, args.port)
     else:
         server.start_io()
@@ -39,6 +49,15 @@ def run(args: argparse.Namespace) -> int:
         log.info("exiting while the model is still computing")
     _exit_now(code)
     return code  # not reached
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def _exit_now(code: int) -> None:
