@@ -16,30 +16,9 @@ local function env(name)
   return value
 end
 
-local run_co -- the coroutine running `run`
+local driver = dofile(vim.fn.fnamemodify(debug.getinfo(1, "S").source:sub(2), ":h") .. "/driver.lua")
+local wait_for = driver.wait_for
 local finish -- writes the report and quits
-
-local function resume()
-  local ok, problem = coroutine.resume(run_co)
-  if not ok then
-    table.insert(out.errors, debug.traceback(run_co, problem))
-  end
-  if coroutine.status(run_co) == "dead" then
-    finish()
-  end
-end
-
--- Wait for `condition`, handing control back to the main loop every 20 ms meanwhile.
-local function wait_for(what, timeout_ms, condition)
-  local deadline = vim.loop.now() + timeout_ms
-  while not condition() do
-    if vim.loop.now() > deadline then
-      error("timed out after " .. timeout_ms .. " ms waiting for " .. what)
-    end
-    vim.defer_fn(resume, 20)
-    coroutine.yield()
-  end
-end
 
 local function wisp_client(bufnr)
   local clients = (vim.lsp.get_clients or vim.lsp.get_active_clients)()
@@ -215,6 +194,4 @@ finish = function()
   vim.cmd("qa!")
 end
 
-_G.wisp_test_started = true
-run_co = coroutine.create(run)
-resume()
+driver.start(run, out, finish)

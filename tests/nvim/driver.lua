@@ -1,0 +1,41 @@
+-- The coroutine driver the Neovim test scripts share. A script's `run` goes step by step and
+-- yields to Neovim's main loop while it waits, so that typed keys, mappings and completion are
+-- processed as they are for a user. Load it with
+--   local driver = dofile(vim.fn.fnamemodify(debug.getinfo(1, "S").source:sub(2), ":h") .. "/driver.lua")
+-- then `driver.wait_for(...)` inside `run`, and `driver.start(run, out, finish)` at the end.
+
+local M = {}
+local now = (vim.uv or vim.loop).now -- vim.uv from 0.10, vim.loop before
+local run_co, out, finish
+
+local function resume()
+  local ok, problem = coroutine.resume(run_co)
+  if not ok then
+    table.insert(out.errors, debug.traceback(run_co, problem))
+  end
+  if coroutine.status(run_co) == "dead" then
+    finish()
+  end
+end
+
+--- Wait for `condition`, handing control back to the main loop every 20 ms meanwhile.
+function M.wait_for(what, timeout_ms, condition)
+  local deadline = now() + timeout_ms
+  while not condition() do
+    if now() > deadline then
+      error("timed out after " .. timeout_ms .. " ms waiting for " .. what)
+    end
+    vim.defer_fn(resume, 20)
+    coroutine.yield()
+  end
+end
+
+--- Run `body` as the coroutine; its errors go to `report.errors`, `done()` runs when it ends.
+function M.start(body, report, done)
+  out, finish = report, done
+  _G.wisp_test_started = true
+  run_co = coroutine.create(body)
+  resume()
+end
+
+return M
