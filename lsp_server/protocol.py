@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import unquote
 
 import cattrs
 from lsprotocol import types
@@ -101,7 +102,7 @@ class WispProtocol(LanguageServerProtocol):
                 return self._refuse(request_id, JsonRpcInvalidParams(f"no command {command!r}"))
         if method in DOCUMENT_MUST_BE_OPEN and structured is not None:
             uri = structured.params.text_document.uri
-            if uri not in self.workspace.text_documents:
+            if unquote(uri) not in self.workspace.text_documents:  # pygls keys them unquoted
                 log.warning("dropped %s: %s is not open", method, uri)
                 return None
         return structured

@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 from lsprotocol import types
 
@@ -44,7 +45,7 @@ async def suggest(
     """
     started = time.perf_counter()
     nothing = Found(position)
-    doc = ls.workspace.text_documents.get(uri)
+    doc = ls.workspace.text_documents.get(unquote(uri))  # pygls keys documents unquoted
     if doc is None:
         log.info("no completion: %s was never opened", uri)
         return nothing

@@ -55,11 +55,11 @@ class Harness:
         item = {"uri": URI, "languageId": "python", "version": 1, "text": text}
         self.send({"method": "textDocument/didOpen", "params": {"textDocument": item}})
 
-    async def inline(self, line: int, character: int, timeout: float = 30) -> Any:
+    async def inline(self, line: int, character: int, timeout: float = 30, uri: str = URI) -> Any:
         self.next_id += 1
         request_id = self.next_id
         position = {"line": line, "character": character}
-        params = {"textDocument": {"uri": URI}, "position": position, "context": {"triggerKind": 1}}
+        params = {"textDocument": {"uri": uri}, "position": position, "context": {"triggerKind": 1}}
         self.send({"id": request_id, "method": "textDocument/inlineCompletion", "params": params})
         async with asyncio.timeout(timeout):
             while (found := self.wire.answer(request_id)) is None:
@@ -114,6 +114,24 @@ async def test_a_backend_that_hangs_is_given_up_and_the_server_goes_on(
     harness.backend.release.set()
     assert texts(await harness.inline(1, 11)) == ["x"]
     assert harness.wire.statuses()[-1]["state"] == "ready"
+    harness.server.scheduler.shutdown()
+
+
+@pytest.mark.parametrize("uri", ["file:///project/my%20file.py", "file:///c%3A/project/a.py"])
+async def test_percent_encoded_uris_are_the_same_document(uri: str) -> None:
+    """VS Code percent-encodes spaces and drive colons; pygls keys its documents unquoted.
+
+    Before: every completion in such a file answered empty ("never opened").
+    """
+    harness = Harness(Faulty())
+    item = {"uri": uri, "languageId": "python", "version": 1, "text": "def f():\n    return "}
+    harness.send({"method": "textDocument/didOpen", "params": {"textDocument": item}})
+    at = {"line": 1, "character": 11}
+    harness.send({"method": "textDocument/didChange", "params": {
+        "textDocument": {"uri": uri, "version": 2},
+        "contentChanges": [{"range": {"start": at, "end": at}, "text": "1 + "}]}})  # fmt: skip
+    assert harness.server.workspace.get_text_document(uri).source == "def f():\n    return 1 + "
+    assert texts(await harness.inline(1, 15, uri=uri)) == ["x"]
     harness.server.scheduler.shutdown()
 
 
