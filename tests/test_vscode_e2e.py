@@ -346,6 +346,15 @@ def _settings(server_log: Path, **wisp: Any) -> dict[str, Any]:
     }
 
 
+def _workspace(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A workspace folder holding an empty `example.py`, and where the server will log."""
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    source = workspace / "example.py"
+    source.write_text("")
+    return workspace, source, tmp_path / "wisp.log"
+
+
 def _read_saved(path: Path, before: str) -> str:
     """The file's text once Ctrl+S has written something other than `before`."""
     deadline = time.monotonic() + 10
@@ -358,11 +367,7 @@ def _read_saved(path: Path, before: str) -> str:
 def test_ghost_text_accepted_with_tab_and_counted(
     extensions_dir: Path, x_model: Path, tmp_path: Path
 ) -> None:
-    workspace = tmp_path / "workspace"
-    workspace.mkdir()
-    source = workspace / "example.py"
-    source.write_text("")
-    server_log = tmp_path / "wisp.log"
+    workspace, source, server_log = _workspace(tmp_path)
     settings = _settings(server_log, model=str(x_model), maxNewTokens=3)
     with (
         code_server(extensions_dir, tmp_path, workspace, settings) as url,
@@ -387,11 +392,7 @@ def test_ghost_text_accepted_with_tab_and_counted(
 def test_block_after_enter_keeps_vscode_indentation(extensions_dir: Path, tmp_path: Path) -> None:
     """The bundled model, and VS Code's own indentation after a block opener: accepting the
     suggestion on the auto-indented line must not add indentation of its own."""
-    workspace = tmp_path / "workspace"
-    workspace.mkdir()
-    source = workspace / "example.py"
-    source.write_text("")
-    server_log = tmp_path / "wisp.log"
+    workspace, source, server_log = _workspace(tmp_path)
     with (
         code_server(extensions_dir, tmp_path, workspace, _settings(server_log)) as url,
         browser_page(tmp_path) as page,

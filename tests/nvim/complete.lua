@@ -124,22 +124,11 @@ local function run()
   vim.o.virtualedit = "onemore"
   vim.cmd("filetype on")
   local accept_key = "<M-l>"
-  require("wisp").setup({
+  require("wisp").setup(vim.tbl_extend("error", {
     cmd = { env("WISP_PYTHON"), "-m", "lsp_server.cli", "serve", "-v", "--log-file", env("WISP_LOG") },
     settings = { model = env("WISP_MODEL"), maxNewTokens = 4 },
     keymaps = { accept = accept_key, prev = false }, -- the rest keep their defaults
-    handlers = {
-      ["wisp/status"] = function(_, result)
-        table.insert(out.statuses, result)
-      end,
-      ["window/showMessage"] = function(_, result)
-        table.insert(out.messages, result)
-      end,
-    },
-    on_exit = function(code, signal)
-      out.exit = { code = code, signal = signal }
-    end,
-  })
+  }, driver.recorders(out)))
 
   vim.cmd("edit " .. vim.fn.fnameescape(env("WISP_FILE")))
   local bufnr = vim.api.nvim_get_current_buf()

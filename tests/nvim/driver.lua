@@ -38,4 +38,21 @@ function M.start(body, report, done)
   resume()
 end
 
+--- Options for the module's `setup` that record `wisp/status`, messages and the server's exit.
+function M.recorders(report)
+  return {
+    handlers = {
+      ["wisp/status"] = function(_, result)
+        table.insert(report.statuses, result)
+      end,
+      ["window/showMessage"] = function(_, result)
+        table.insert(report.messages, result)
+      end,
+    },
+    on_exit = function(code, signal)
+      report.exit = { code = code, signal = signal }
+    end,
+  }
+end
+
 return M

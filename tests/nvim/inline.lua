@@ -259,23 +259,12 @@ local function run()
   vim.o.shiftwidth = 4
   vim.o.softtabstop = 4
   local settings = vim.json.decode(env("WISP_SETTINGS"))
-  require("wisp").setup({
+  require("wisp").setup(vim.tbl_extend("error", {
     cmd = {
       env("WISP_PYTHON"), "-m", "lsp_server.cli", "serve", "-vv", "--log-file", env("WISP_LOG"),
     },
     settings = next(settings) and settings or vim.empty_dict(),
-    handlers = {
-      ["wisp/status"] = function(_, result)
-        table.insert(out.statuses, result)
-      end,
-      ["window/showMessage"] = function(_, result)
-        table.insert(out.messages, result)
-      end,
-    },
-    on_exit = function(code, signal)
-      out.exit = { code = code, signal = signal }
-    end,
-  })
+  }, driver.recorders(out)))
   local scenario = scenarios[env("WISP_SCENARIO")]
   if not scenario then
     error("no scenario " .. env("WISP_SCENARIO"))
