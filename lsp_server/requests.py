@@ -10,10 +10,12 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from lsprotocol import types
+from pygls.workspace import TextDocument
 
 from lsp_server.positions import offset_at, position_at, units
 from lsp_server.server import WispServer
 from model_runtime.context import cursor_context
+from model_runtime.crossfile import OpenDocument
 from model_runtime.engine import CompletionEngine, CompletionRequest, CompletionResult
 from model_runtime.lexical import completes_at
 from model_runtime.postprocess import Suggestion
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 # How far past `maxLatencyMs` a request may go before it is given up as hung: the deadline is
 # checked between steps, and one prefill chunk of a long prompt on a slow machine takes seconds.
 WATCHDOG_GRACE_S = 10.0
+# Bounds on what other open documents cost a request: how many, and how large each may be.
+MAX_OPEN_DOCUMENTS = 32
+MAX_OPEN_CHARS = 500_000
 
 
 @dataclass
@@ -49,8 +54,7 @@ async def suggest(
     if doc is None:
         log.info("no completion: %s was never opened", uri)
         return nothing
-    # pygls keeps whatever `languageId` the client sent, string or not.
-    language = doc.language_id if isinstance(doc.language_id, str) else ""
+    language = _language(doc)
     if not ls.settings.language_enabled(language):
         log.info("no completion: language %s is disabled", language)
         return nothing
@@ -69,7 +73,10 @@ async def suggest(
             located.offset,
         )
     cursor = position_at(text, located.offset, encoding)
-    request = CompletionRequest(text, located.offset, _display_path(ls, doc.path), language)
+    path = display_path(ls, doc.path)
+    request = CompletionRequest(
+        text, located.offset, path, language, _open_documents(ls, doc), ls.recent_edits.ranges()
+    )
     policy = ls.settings.comments_and_strings
     if not completes_at(text, located.offset, request.language, policy, invoked):
         log.info("no completion: inside a comment or string (commentsAndStrings=%s)", policy)
@@ -91,7 +98,10 @@ async def suggest(
         return Found(cursor, language=request.language)
     latency_ms = (time.perf_counter() - started) * 1000
     engine_ms = result.timings_ms.get("total", 0.0)
-    ls.stats.record_request(request.language, latency_ms, engine_ms, result.source != "model")
+    server_ms = result.timings_ms.get("server") if result.source == "model" else None
+    ls.stats.record_request(
+        request.language, latency_ms, engine_ms, result.source != "model", server_ms
+    )
     log.debug("completion timings %s", result.timings_ms)
     line_suffix = cursor_context(text, located.offset).line_suffix
     replaced = [units(line_suffix[: s.replace], encoding) for s in result.suggestions]
@@ -118,7 +128,25 @@ async def _run_watched(
         raise TimeoutError(f"the model did not answer within {limit_s:.1f} s") from None
 
 
-def _display_path(ls: WispServer, path: str | None) -> str:
+def _open_documents(ls: WispServer, current: TextDocument) -> tuple[OpenDocument, ...]:
+    """The other open documents (the last `MAX_OPEN_DOCUMENTS` opened, none over
+    `MAX_OPEN_CHARS`), for the context beyond the current one."""
+    if not ls.settings.cross_file_tokens:
+        return ()
+    others = [
+        OpenDocument(display_path(ls, doc.path), doc.source, _language(doc))
+        for doc in list(ls.workspace.text_documents.values())[-MAX_OPEN_DOCUMENTS - 1 :]
+        if doc is not current and len(doc.source) <= MAX_OPEN_CHARS
+    ]
+    return tuple(others[-MAX_OPEN_DOCUMENTS:])
+
+
+def _language(doc: TextDocument) -> str:
+    # pygls keeps whatever `languageId` the client sent, string or not.
+    return doc.language_id if isinstance(doc.language_id, str) else ""
+
+
+def display_path(ls: WispServer, path: str | None) -> str:
     """The document's path relative to the workspace root, as models saw paths in training."""
     if not path:
         return ""

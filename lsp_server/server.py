@@ -22,7 +22,8 @@ from lsp_server.protocol import WispProtocol
 from lsp_server.scheduler import Scheduler
 from lsp_server.settings import Settings, parse_settings
 from lsp_server.stats import Stats
-from model_runtime.backend import ModelLoadError, first_line
+from model_runtime.backend import BackendUnavailable, ModelLoadError, first_line
+from model_runtime.crossfile import RecentEdits
 from model_runtime.engine import CompletionEngine
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class WispServer(LanguageServer):
         self.model_state: ModelState = "idle"
         self.scheduler = Scheduler()
         self.stats = Stats()
+        self.recent_edits = RecentEdits()  # from didChange, for the context beyond a document
         self._loaded_key: tuple[Any, ...] | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -102,7 +104,8 @@ class WispServer(LanguageServer):
     def note_fault(self, exc: BaseException) -> None:
         """A completion failed or hung: logged, shown on `wisp/status`; the next one tries again."""
         reason = first_line(exc)
-        log.error("completion failed: %s", reason, exc_info=not isinstance(exc, TimeoutError))
+        expected = isinstance(exc, TimeoutError | BackendUnavailable)  # no traceback to show
+        log.error("completion failed: %s", reason, exc_info=not expected)
         self._faulted = True
         self.publish_status("error", f"completion failed: {reason}")
 

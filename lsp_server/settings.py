@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from model_runtime.backend import SamplingParams
+from model_runtime.crossfile import CrossFileOptions
 from model_runtime.engine import EngineOptions
 from model_runtime.lexical import CommentsAndStrings
 from model_runtime.ranking import DEFAULT_MIN_CONFIDENCE
@@ -26,6 +27,12 @@ class Settings:
     threads: int = 0  # 0: torch's default, one per physical core
     trust_remote_code: bool = False
     allow_pickle: bool = False  # pickled checkpoints can run code when loaded
+    backend: str = "local"  # local | openai | llamacpp | ollama (a serving engine over HTTP)
+    endpoint: str | None = None  # the engine's base URL; None: its default port on this machine
+    remote_model: str | None = None  # the served model's name; None: what the server lists
+    api_key_env: str | None = None  # the environment variable holding the engine's API key
+    timeout_ms: int = 5000  # waiting for the engine to connect or to send the next bytes
+    remote_options: dict[str, Any] = field(default_factory=dict)  # merged into request bodies
     max_new_tokens: int = 48
     num_candidates: int = 1
     context_tokens: int = 1024
@@ -38,6 +45,8 @@ class Settings:
     fim_template: str | None = None
     debounce_ms: int = 0
     max_latency_ms: int = 1500
+    cross_file_tokens: int = CrossFileOptions().tokens  # context from other files; 0: off
+    cross_file_ms: int = int(CrossFileOptions().source_ms)  # time budget of each source
 
     def engine_options(self) -> EngineOptions:
         sampling = SamplingParams(
@@ -52,6 +61,7 @@ class Settings:
             multiline=self.multiline,  # type: ignore[arg-type]  # validated by parse_settings
             min_confidence=self.min_confidence,
             max_latency_ms=float(self.max_latency_ms) if self.max_latency_ms else None,
+            cross_file=CrossFileOptions(self.cross_file_tokens, float(self.cross_file_ms)),
         )
 
     def language_enabled(self, language: str) -> bool:
@@ -69,6 +79,12 @@ class Settings:
             self.trust_remote_code,
             self.allow_pickle,
             self.fim_template,
+            self.backend,
+            self.endpoint,
+            self.remote_model,
+            self.api_key_env,
+            self.timeout_ms,
+            self.remote_options,
         )
 
 
@@ -111,6 +127,12 @@ def _optional_text(value: Any) -> Any:
     return value
 
 
+def _json_object(value: Any) -> Any:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ValueError("must be an object")
+    return dict(value)
+
+
 def _template_name(value: Any) -> Any:
     if value is None or value == "":
         return None
@@ -140,6 +162,12 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "threads": _int_range(0, 256),
     "trust_remote_code": _boolean,
     "allow_pickle": _boolean,
+    "backend": _choice("local", "openai", "llamacpp", "ollama"),
+    "endpoint": _optional_text,
+    "remote_model": _optional_text,
+    "api_key_env": _optional_text,
+    "timeout_ms": _int_range(100, 600000),
+    "remote_options": _json_object,
     "max_new_tokens": _int_range(1, 512),
     "num_candidates": _int_range(1, 8),
     "context_tokens": _int_range(64, 32768),
@@ -152,6 +180,8 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "fim_template": _template_name,
     "debounce_ms": _int_range(0, 2000),
     "max_latency_ms": _int_range(0, 60000),
+    "cross_file_tokens": _int_range(0, 4096),
+    "cross_file_ms": _int_range(1, 1000),
 }
 
 

@@ -46,10 +46,17 @@ class _Tally:
     accepted: int = 0
     partially_accepted: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    # a serving engine's time per request (remote backends): the HTTP request, sent to last byte
+    server_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    # per such request: its time in wisp (arrival to answer) over the engine's time for it
+    server_overheads: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
     def summary(self) -> dict[str, Any]:
         recent = list(self.latencies)
         p50, p95 = percentile(recent, 50), percentile(recent, 95)
+        served = list(self.server_latencies)
+        server_p50, server_p95 = percentile(served, 50), percentile(served, 95)
+        overhead = percentile(list(self.server_overheads), 50)
         return {
             "requests": self.requests,
             "cancelled": self.cancelled,
@@ -64,6 +71,11 @@ class _Tally:
             },
             "cache_hit_rate": _ratio(self.cache_hits, self.requests),
             "engine_ms_total": round(self.engine_ms_total, 1),
+            "server_latency_ms": {
+                "p50": None if server_p50 is None else round(server_p50, 1),
+                "p95": None if server_p95 is None else round(server_p95, 1),
+            },
+            "server_overhead_p50": None if overhead is None else round(overhead, 3),
         }
 
 
@@ -99,13 +111,22 @@ class Stats:
         return self._total, self._by_language.setdefault(name, _Tally())
 
     def record_request(
-        self, language: str, latency_ms: float, engine_ms: float, cache_hit: bool
+        self,
+        language: str,
+        latency_ms: float,
+        engine_ms: float,
+        cache_hit: bool,
+        server_ms: float | None = None,
     ) -> None:
-        """One answered completion request: time in the server, time in the engine, cache hit."""
+        """One answered completion request: time in the server, time in the engine, cache hit,
+        and the serving engine's time when a remote backend answered it."""
         with self._lock:
             for tally in self._tallies(language):
                 tally.requests += 1
                 tally.latencies.append(latency_ms)
+                if server_ms:
+                    tally.server_latencies.append(server_ms)
+                    tally.server_overheads.append(latency_ms / server_ms)
                 tally.engine_ms_total += engine_ms
                 tally.cache_hits += cache_hit
 

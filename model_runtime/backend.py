@@ -10,11 +10,16 @@ from typing import Protocol
 
 from model_runtime.healing import TokenTable
 from model_runtime.stopping import StopReason
-from model_runtime.templates import FimTemplate
+from model_runtime.templates import FimTemplate, PromptParts
 
 
 class ModelLoadError(Exception):
     """A model could not be loaded; the message names the cause for the user."""
+
+
+class BackendUnavailable(Exception):
+    """A completion failed outside wisp (a serving engine down, refusing, cut off): the message
+    names the cause; no traceback is worth logging."""
 
 
 def first_line(exc: BaseException) -> str:
@@ -56,6 +61,7 @@ class GenerationRequest:
     time_budget_ms: float | None = None  # stop decoding after this long and return what is ready
     lead: str = ""  # text the prompt left out (token healing): answers start with it, unshown
     suffix_line: str = ""  # the first line after the cursor's: a candidate stops on writing it
+    parts: PromptParts | None = None  # the prompt unrendered, for servers that render their own
 
 
 @dataclass
@@ -67,6 +73,7 @@ class Candidate:
     logprobs: list[float] = field(default_factory=list)
     stop_reason: StopReason | None = None
     lead: str = ""  # text the first tokens re-type that `text` leaves out (token healing)
+    scored: bool = True  # False: the backend had no log-probabilities; ranking uses the checks
 
     @property
     def mean_logprob(self) -> float:

@@ -15,6 +15,12 @@ from model_runtime.context import (
     next_code_line,
     wants_multiline,
 )
+from model_runtime.crossfile import (
+    CrossFileContext,
+    CrossFileOptions,
+    EditedRange,
+    OpenDocument,
+)
 from model_runtime.dismissals import DismissalMemory
 from model_runtime.postprocess import Policy, Suggestion, to_suggestions
 from model_runtime.prompt import PrefixAnchor, build_prompt
@@ -34,16 +40,20 @@ class EngineOptions:
     min_confidence: float = 0.0  # the gate: less confident suggestions are not shown
     raw: bool = False  # ranking and trimming off: the first candidate, cut at stops only
     healing: bool = True  # token healing where the backend supports it (off only to measure it)
+    cross_file: CrossFileOptions = field(default_factory=CrossFileOptions)
 
 
 @dataclass(frozen=True)
 class CompletionRequest:
-    """A document's text and a cursor offset (in code points) into it."""
+    """A document's text and a cursor offset (in code points) into it; the other open
+    documents and the places edited last, for context beyond this one."""
 
     text: str
     offset: int
     path: str = ""
     language: str = ""
+    others: tuple[OpenDocument, ...] = ()
+    edits: tuple[EditedRange, ...] = ()
 
 
 ResultSource = Literal["model", "cache", "typed_through"]
@@ -59,11 +69,13 @@ class CompletionResult:
     source: ResultSource = "model"
 
 
-def code_budget(backend: Backend, opts: EngineOptions, path: str) -> int:
-    """Tokens left for code: the setting, capped so prompt and answer fit the model's window."""
+def code_budget(backend: Backend, opts: EngineOptions, path: str, context: str = "") -> int:
+    """Tokens left for code: the setting, capped so prompt (with the other files' `context`)
+    and answer fit the model's window."""
     if not backend.context_window:
         return opts.context_tokens
-    overhead = len(backend.encode(backend.template.render(PromptParts("", "", path))))
+    parts = PromptParts("", "", path, context=context)
+    overhead = len(backend.encode(backend.template.render(parts)))
     room = (
         backend.context_window
         - opts.sampling.max_new_tokens
@@ -88,6 +100,7 @@ class CompletionEngine:
         self.cache = ResultCache(cache_size)
         self._anchors: dict[str, PrefixAnchor] = {}
         self.dismissals = DismissalMemory()
+        self.cross_file = CrossFileContext(backend, self._options.cross_file)
 
     @property
     def options(self) -> EngineOptions:
@@ -98,6 +111,7 @@ class CompletionEngine:
         if value != self._options:
             self.cache.clear()  # answers made under other settings are not answers to these
         self._options = value
+        self.cross_file.options = value.cross_file
 
     def lookup(self, request: CompletionRequest) -> CompletionResult | None:
         """The answer from the result cache, or None when the model has to run."""
@@ -126,7 +140,9 @@ class CompletionEngine:
         cancel = cancel or threading.Event()
         opts = self.options
         multiline = wants_multiline(ctx, opts.multiline)
-        budget = code_budget(self.backend, opts, ctx.path)
+        block = self.cross_file.block(ctx, request.others, request.edits, self.backend.template)
+        context_ms = (time.perf_counter() - started) * 1000
+        budget = code_budget(self.backend, opts, ctx.path, block.text)
         prompt = build_prompt(
             ctx,
             self.backend.template,
@@ -134,6 +150,7 @@ class CompletionEngine:
             budget,
             anchor=self._anchors.get(ctx.path),
             healing=self.backend.healing if opts.healing else None,
+            context=block.text,
         )
         self._remember_anchor(ctx.path, prompt.anchor)
         prompt_ms = (time.perf_counter() - started) * 1000
@@ -150,6 +167,7 @@ class CompletionEngine:
             time_budget_ms=budget_ms,
             lead=prompt.lead,
             suffix_line=next_code_line(ctx) if multiline else "",
+            parts=prompt.parts,
         )
         generation = self.backend.generate(asked, cancel)
         if cancel.is_set():
@@ -165,6 +183,8 @@ class CompletionEngine:
             suggestions = self._fit_to_suffix(ctx, asked, suggestions, cancel)
         self.dismissals.offered(ctx, suggestions)
         timings = {
+            "cross_file": context_ms,
+            "cross_file_tokens": block.tokens,
             "prompt": prompt_ms,
             **generation.timings_ms,
             "total": (time.perf_counter() - started) * 1000,

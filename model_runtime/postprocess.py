@@ -124,8 +124,10 @@ def trim(
 
 
 def draft_score(draft: Draft, decode: ranking.Decode | None) -> float:
-    logprobs = ranking.kept_logprobs(draft.candidate, draft.kept, decode)
     penalised = [f for f in draft.flags if f in ranking.PENALTIES]
+    if not draft.candidate.scored:
+        return ranking.unscored(penalised, rejected=bool(draft.rejected))
+    logprobs = ranking.kept_logprobs(draft.candidate, draft.kept, decode)
     return ranking.score(logprobs, penalised, rejected=bool(draft.rejected))
 
 

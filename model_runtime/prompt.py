@@ -114,6 +114,7 @@ def build_prompt(
     suffix_share: float = 0.25,
     anchor: PrefixAnchor | None = None,
     healing: TokenTable | None = None,
+    context: str = "",
 ) -> Prompt:
     """Render `ctx` with `template`, spending at most `budget` tokens on prefix and suffix.
 
@@ -121,6 +122,7 @@ def build_prompt(
     which matters most for what comes next. With an `anchor` from the previous prompt of the
     same document, the prefix keeps its start where it can (`Prompt.anchor` is the new one).
     With a `healing` table the prefix's last token moves out of the prompt into `Prompt.lead`.
+    `context` (other files' snippets, rendered) goes first and is not counted in `budget`.
     """
     suffix, suffix_tokens = (
         fit_suffix(ctx.suffix, tokenizer, int(budget * suffix_share))
@@ -133,7 +135,7 @@ def build_prompt(
     lead = ""
     if healing is not None:
         prefix, lead = split_lead(prefix, tokenizer, healing)
-    parts = PromptParts(prefix=prefix, suffix=suffix, path=ctx.path)
+    parts = PromptParts(prefix=prefix, suffix=suffix, path=ctx.path, context=context)
     return Prompt(
         template.render(parts), parts, template, prefix_tokens, suffix_tokens, new_anchor, lead
     )

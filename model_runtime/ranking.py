@@ -54,6 +54,12 @@ def score(logprobs: Sequence[float], flags: Collection[str], rejected: bool = Fa
     return sum(logprobs) / len(logprobs) - sum(PENALTIES[flag] for flag in flags)
 
 
+def unscored(flags: Collection[str], rejected: bool = False) -> float:
+    """The score of a candidate that came without log-probabilities (some serving engines send
+    none): neutral, less the penalties, so the checks alone rank it and gate it."""
+    return score([0.0], flags, rejected)
+
+
 def confidence(value: float) -> float:
     """A score as a number in [0, 1]."""
     return math.exp(min(value, 0.0))

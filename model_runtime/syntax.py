@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from model_runtime.context import CursorContext
 
 if TYPE_CHECKING:
-    from tree_sitter import Node, Parser
+    from tree_sitter import Node, Parser, Tree
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,15 @@ def parser_for(language: str) -> Parser | None:
         return None
 
 
+def parse(parser: Parser, source: bytes) -> Tree:
+    """The tree of `source`; one parse at a time, whichever thread asks."""
+    with _parse_lock:
+        return parser.parse(source)
+
+
 def error_count(parser: Parser, source: str) -> int:
     """ERROR and MISSING nodes in the parse of `source`."""
-    with _parse_lock:
-        tree = parser.parse(source.encode("utf-8"))
+    tree = parse(parser, source.encode("utf-8"))
     count = 0
     pending: list[Node] = [tree.root_node]
     while pending:

@@ -21,6 +21,7 @@ class PromptParts:
     suffix: str
     path: str = ""
     repo: str = ""
+    context: str = ""  # other files' snippets, rendered for this template; goes first
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,10 @@ class FimTemplate:
     def render(self, parts: PromptParts) -> str:
         """The prompt text for `parts`; the model's answer continues right after it."""
         header = self.header(parts)
+        # Without file sections the (commented) context opens the code before the cursor.
+        prefix = parts.prefix if self.file_header else parts.context + parts.prefix
         if self.layout == "prefix":
-            return header + parts.prefix
+            return header + prefix
         if self.layout == "spm":
             # Suffix first: typing at the cursor only appends to the end of the prompt.
             return (
@@ -49,24 +52,26 @@ class FimTemplate:
                 + self.suffix_token
                 + parts.suffix
                 + self.prefix_token
-                + parts.prefix
+                + prefix
                 + self.middle_token
             )
         return (
             header
             + self.prefix_token
-            + parts.prefix
+            + prefix
             + self.suffix_token
             + parts.suffix
             + self.middle_token
         )
 
     def header(self, parts: PromptParts) -> str:
-        """Repository and file metadata, where the template has room for it."""
-        if not self.file_header or not parts.path:
+        """Repository metadata, other files' sections and the file's own, where there is room."""
+        if not self.file_header:
             return ""
+        if not parts.path:
+            return parts.context
         repo = self.repo_header.format(repo=parts.repo) if self.repo_header and parts.repo else ""
-        return repo + self.file_header.format(path=parts.path)
+        return repo + parts.context + self.file_header.format(path=parts.path)
 
     @property
     def uses_suffix(self) -> bool:
@@ -201,4 +206,30 @@ def detect_template(
         return TEMPLATES["codestral"]
     if {"▁<PRE>", "<PRE>"} & tokens:
         return TEMPLATES["codellama"]
+    return TEMPLATES["prefix-only"]
+
+
+# Model-name fragments (lower case) and the template of their family, most specific first.
+_NAMED_FAMILIES = (
+    ("qwen2.5-coder", "qwen2.5-coder"),
+    ("qwen2.5coder", "qwen2.5-coder"),
+    ("qwen3-coder", "qwen2.5-coder"),
+    ("starcoder2", "starcoder2"),
+    ("starcoder", "starcoder"),
+    ("santacoder", "santacoder"),
+    ("deepseek-coder", "deepseek-coder"),
+    ("codellama", "codellama"),
+    ("code-llama", "codellama"),
+    ("codegemma", "codegemma"),
+    ("codestral", "codestral"),
+)
+
+
+def template_for_model_name(name: str | None) -> FimTemplate:
+    """The template of a served model, guessed from its name (a hub id, an Ollama tag, a file);
+    `prefix-only` when the name names no FIM family. Used where no tokenizer is at hand."""
+    lowered = (name or "").lower().replace("_", "-")
+    for fragment, template in _NAMED_FAMILIES:
+        if fragment in lowered:
+            return TEMPLATES[template]
     return TEMPLATES["prefix-only"]

@@ -102,6 +102,20 @@ def test_latency_block_and_summary() -> None:
     assert summary["peak_rss_mb"] == 321.0
     assert "typed_through" in table(summary)
     assert summarize(Recording(samples=[("warm", 1.0)]), {})["overhead_ratio"] is None
+    assert summary["server_p50_ms"] is None and summary["warm_p50_over_server_p50"] is None
+
+
+def test_summary_against_a_serving_engine() -> None:
+    after = {"engine_ms_total": 1.0, "server_latency_ms": {"p50": 40.0, "p95": 90.0}}
+    recording = Recording(
+        samples=[("warm", 42.0), ("warm", 46.0)],
+        stats_after={**after, "server_overhead_p50": 1.04},
+    )
+    summary = summarize(recording, {})
+    assert summary["server_p50_ms"] == 40.0
+    assert summary["warm_p50_over_server_p50"] == 1.1
+    assert summary["server_overhead_p50"] == 1.04
+    assert "warm_p50_over_server_p50" in table(summary)
 
 
 @pytest.mark.slow
@@ -152,3 +166,34 @@ def _replay_command(
     assert done.returncode == 0, done.stderr[-2000:]
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return done, json.loads(out.read_text())
+
+
+def test_side_by_side_table_and_remote_settings() -> None:
+    from lsp_server.bench.against import remote_settings, side_by_side
+
+    block = {"p50_ms": 10.0, "p95_ms": 20.0, "p99_ms": 30.0, "n": 3}
+    empty = {"p50_ms": None, "p95_ms": None, "p99_ms": None, "n": 0}
+    local = {kind: block for kind in ("cold", "warm", "jump", "typed_through", "cache")}
+    llama = {**local, "warm": {**block, "p50_ms": 40.0}, "jump": empty, "ready_ms": 900.0}
+    table_text = side_by_side(local, llama)
+    assert "warm p50_ms" in table_text and "0.25" in table_text  # 10 / 40
+    jump = next(line for line in table_text.splitlines() if line.startswith("jump p50_ms"))
+    assert jump.split()[-2:] == ["-", "-"]
+    settings = remote_settings({"maxNewTokens": 16, "remoteOptions": {"top_k": 1}}, "http://h/v1")
+    assert settings == {
+        "maxNewTokens": 16,
+        "backend": "openai",
+        "endpoint": "http://h/v1",
+        "remoteOptions": {"repeat_penalty": 1.0, "top_k": 1},
+    }
+
+
+def test_against_needs_a_llama_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from lsp_server.bench import against
+
+    monkeypatch.delenv(against.LLAMA_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(against, "DEFAULT_LLAMA_PYTHON", tmp_path / "missing" / "python")
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # not importable here
+    with pytest.raises(against.AgainstError, match="llama-cpp-python"):
+        against.llama_python(None)
+    assert against.llama_python(sys.executable) == sys.executable

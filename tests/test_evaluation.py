@@ -186,6 +186,7 @@ SUMMARY_KEYS = {
     "edit_similarity",
     "floor",
     "mean_latency_ms",
+    "p50_latency_ms",
     "model",
     "settings",
     "gate",
@@ -226,6 +227,21 @@ def test_eval_repo_end_to_end(x_model: Path, tmp_path: Path) -> None:
     assert set(summary) == SUMMARY_KEYS
     assert summary["n"] == len(samples) == 5
     assert summary["settings"]["seed"] == 3
+
+
+def test_eval_cross_file_holes_with_the_tree_open(x_model: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "pkg").mkdir(parents=True)
+    (tree / "pkg/shapes.py").write_text("def area(r):\n    return 3 * r * r\n")
+    (tree / "pkg/main.py").write_text(
+        "from pkg.shapes import area\n\n\ndef total(rs):\n    return sum(area(r) for r in rs)\n"
+    )
+    args = ["--dataset", "repo", "--path", str(tree), "--holes", "cross-file", "--open", "tree"]
+    summary, samples = run_eval(x_model, tmp_path, *args, "--warm")
+    assert set(summary) == SUMMARY_KEYS | {"warm_p50_ms", "warm_reused_tokens_mean"}
+    assert summary["settings"]["holes"] == "cross-file" and summary["settings"]["open"] == "tree"
+    assert summary["n"] == len(samples) == 2  # the two lines of main.py that use `area`
+    assert all("area" in s["reference"] and s["warm_latency_ms"] > 0 for s in samples)
 
 
 def test_eval_raw_turns_ranking_and_trimming_off(x_model: Path, tmp_path: Path) -> None:

@@ -116,3 +116,20 @@ def test_raw_policy_is_the_first_candidate_cut_at_stops_only() -> None:
 
 def test_no_candidates_no_suggestions() -> None:
     assert to_suggestions([], at("x = |\n"), (), True) == []
+
+
+def test_candidates_without_logprobs_are_ranked_and_gated_by_the_checks_alone() -> None:
+    ctx = at("def f():\n    x = g()\n|\n    return x\n")
+
+    def unscored(text: str) -> Candidate:
+        return Candidate(text, [ord(c) for c in text], [], "eos", scored=False)
+
+    out = to_suggestions([unscored("    x = g()"), unscored("    y = h(x)")], ctx, (), True)
+    assert [(s.text, round(s.confidence, 3)) for s in out] == [
+        ("    y = h(x)", 1.0),  # nothing against it
+        ("    x = g()", round(math.exp(-0.7), 3)),  # copies the line above
+    ]
+    gated = to_suggestions([unscored("    x = g()")], ctx, (), True, Policy(min_confidence=0.6))
+    assert gated == []
+    rejected = to_suggestions([unscored("    y = (x")], ctx, (), True, Policy(min_confidence=0))
+    assert [s.confidence for s in rejected] == [0.0]

@@ -110,3 +110,41 @@ def test_load_key_ignores_generation_settings() -> None:
     d, _ = parse_settings({"threads": 1})
     assert a.load_key() == b.load_key() != c.load_key()
     assert d.load_key() not in (a.load_key(), c.load_key())
+
+
+def test_remote_backend_settings() -> None:
+    raw = {
+        "backend": "openai",
+        "endpoint": "https://gpu-box:8000/v1",
+        "remoteModel": "Qwen/Qwen2.5-Coder-1.5B",
+        "apiKeyEnv": "WISP_TEAM_KEY",
+        "timeoutMs": 2500,
+        "remoteOptions": {"repeat_penalty": 1.0},
+    }
+    settings, warnings = parse_settings(raw)
+    assert warnings == []
+    assert (settings.backend, settings.endpoint, settings.remote_model) == (
+        "openai",
+        "https://gpu-box:8000/v1",
+        "Qwen/Qwen2.5-Coder-1.5B",
+    )
+    assert settings.api_key_env == "WISP_TEAM_KEY" and settings.timeout_ms == 2500
+    assert settings.remote_options == {"repeat_penalty": 1.0}
+    assert settings.load_key() != Settings().load_key()  # each of them reloads the backend
+    for key, value in raw.items():
+        assert parse_settings({key: value})[0].load_key() != Settings().load_key(), key
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"backend": "vllm"},
+        {"timeoutMs": 50},
+        {"remoteOptions": [1]},
+        {"remoteOptions": "repeat_penalty=1"},
+        {"endpoint": 8000},
+    ],
+)
+def test_bad_remote_settings_fall_back_with_a_warning(raw: dict[str, Any]) -> None:
+    settings, warnings = parse_settings(raw)
+    assert settings == Settings() and len(warnings) == 1

@@ -129,3 +129,15 @@ def test_languages_counted_apart_are_bounded() -> None:
     assert len(per_language) == TRACKED_LANGUAGES + 1
     assert per_language["other"]["requests"] == 10
     assert stats.snapshot()["requests"] == TRACKED_LANGUAGES + 10
+
+
+def test_a_serving_engines_time_and_the_overhead_over_it() -> None:
+    stats = Stats()
+    assert stats.snapshot()["server_latency_ms"] == {"p50": None, "p95": None}
+    for latency, server in [(110.0, 100.0), (44.0, 40.0), (330.0, 300.0)]:
+        stats.record_request("python", latency, latency - 2, False, server_ms=server)
+    stats.record_request("python", 3.0, 1.0, True)  # from the cache: no engine time
+    snap = stats.snapshot()
+    assert snap["server_latency_ms"] == {"p50": 100.0, "p95": 300.0}
+    assert snap["server_overhead_p50"] == 1.1
+    assert snap["per_language"]["python"]["server_overhead_p50"] == 1.1

@@ -71,6 +71,9 @@ def test_settings_that_choose_what_runs_are_user_settings_only() -> None:
     assert PROPERTIES["wisp.serverCommand"]["scope"] == "machine"
     assert PROPERTIES["wisp.trustRemoteCode"]["scope"] == "machine"
     assert PROPERTIES["wisp.allowPickle"]["scope"] == "machine"
+    # a workspace that could pick the serving engine could send the user's code anywhere
+    for key in ("backend", "endpoint", "apiKeyEnv", "remoteOptions"):
+        assert PROPERTIES[f"wisp.{key}"]["scope"] == "machine"
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,11 @@ def summarize(recording: Recording, speeds: dict[str, float | None]) -> dict[str
     cold, warm = summary["cold"]["p50_ms"], summary["warm"]["p50_ms"]
     summary["warm_p50_over_cold_p50"] = round(warm / cold, 3) if cold and warm else None
     summary["overhead_ratio"] = overhead_ratio(recording)
+    served = (recording.stats_after or {}).get("server_latency_ms") or {}
+    server = served.get("p50")
+    summary["server_p50_ms"] = server
+    summary["warm_p50_over_server_p50"] = round(warm / server, 3) if server and warm else None
+    summary["server_overhead_p50"] = (recording.stats_after or {}).get("server_overhead_p50")
     summary["peak_rss_mb"] = recording.peak_rss_mb
     summary["ready_ms"] = recording.ready_ms
     summary["requests"] = len(recording.samples)
@@ -79,6 +84,9 @@ def table(summary: Mapping[str, Any]) -> str:
         "prefill_tokens_per_s",
         "decode_tokens_per_s",
         "overhead_ratio",
+        "server_p50_ms",
+        "warm_p50_over_server_p50",
+        "server_overhead_p50",
         "warm_p50_over_cold_p50",
         "peak_rss_mb",
         "ready_ms",

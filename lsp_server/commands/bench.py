@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,43 +57,97 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=0.3,
         help="chance of typing along a wrong suggestion for a few keys, then deleting them",
     )
+    parser.add_argument(
+        "--against",
+        choices=("llama.cpp",),
+        help="replay the same typing through llama.cpp's server on the same GGUF, side by side",
+    )
+    parser.add_argument(
+        "--llama-python",
+        help="the Python with llama-cpp-python[server] (default: $WISP_LLAMA_SERVER_PYTHON, "
+        "the venv of .ci/install-llama-server, or this one)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from lsp_server.bench.replay import replay
-    from lsp_server.bench.report import plot, summarize, table
-    from lsp_server.bench.throughput import throughput
+    from lsp_server.bench.against import AgainstError
     from lsp_server.commands.inputs import InputError
-    from model_runtime.backend import ModelLoadError
 
     try:
         plan, raw, settings = read_plan(args)
     except InputError as exc:
         print(f"wisp: {exc}", file=sys.stderr)
         return 2
-    text = args.file.read_text(encoding="utf-8")
-    holes = sum(len(s.holes) for s in plan)
-    with tqdm(total=holes, desc="bench", unit="line", file=sys.stderr) as bar:
-        try:
-            recording = asyncio.run(
-                replay(plan, raw, args.seed, args.pause_scale, args.follow_rate, bar.update)
-            )
-        except RuntimeError as exc:
-            print(f"wisp: {exc}", file=sys.stderr)
-            return 1
     try:
-        speeds: dict[str, float | None] = dict(throughput(settings, text))
-    except ModelLoadError as exc:
-        print(f"wisp: cannot load the model: {exc}", file=sys.stderr)
-        speeds = {"prefill_tokens_per_s": None, "decode_tokens_per_s": None}
+        summary = _measure(args, plan, raw, settings, "bench")
+        if args.against:
+            summary = _against(args, plan, raw, settings, summary)
+    except (RuntimeError, AgainstError) as exc:
+        print(f"wisp: {exc}", file=sys.stderr)
+        return 1
+    if args.json_out:
+        args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def _measure(
+    args: argparse.Namespace,
+    plan: list[Session],
+    raw: dict[str, Any],
+    settings: Settings,
+    label: str,
+) -> dict[str, Any]:
+    """Replay `plan` through `wisp serve` with `raw` settings; print and return the figures."""
+    from tqdm import tqdm
+
+    from lsp_server.bench.replay import replay
+    from lsp_server.bench.report import plot, summarize, table
+    from lsp_server.bench.throughput import throughput
+    from model_runtime.backend import ModelLoadError
+
+    holes = sum(len(s.holes) for s in plan)
+    with tqdm(total=holes, desc=label, unit="line", file=sys.stderr) as bar:
+        recording = asyncio.run(
+            replay(plan, raw, args.seed, args.pause_scale, args.follow_rate, bar.update)
+        )
+    speeds: dict[str, float | None] = {"prefill_tokens_per_s": None, "decode_tokens_per_s": None}
+    if settings.backend == "local":  # a serving engine's speeds are its own to report
+        try:
+            speeds.update(throughput(settings, args.file.read_text(encoding="utf-8")))
+        except ModelLoadError as exc:
+            print(f"wisp: cannot load the model: {exc}", file=sys.stderr)
     summary = summarize(recording, speeds)
     summary["file"] = str(args.file)
     summary["settings"] = raw
     print(table(summary))
-    if args.json_out:
-        args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
     if args.plot:
-        plot(recording.samples, args.plot, f"wisp bench: {args.file.name}")
-    return 0
+        out = args.plot if label == "bench" else args.plot.with_stem(f"{args.plot.stem}-{label}")
+        plot(recording.samples, out, f"wisp bench ({label}): {args.file.name}")
+    return summary
+
+
+def _against(
+    args: argparse.Namespace,
+    plan: list[Session],
+    raw: dict[str, Any],
+    settings: Settings,
+    local: dict[str, Any],
+) -> dict[str, Any]:
+    """The same replay with llama.cpp's server running the model; both summaries, side by side."""
+    from lsp_server.bench import against
+    from lsp_server.settings import parse_settings
+    from model_runtime.model_source import resolve_model
+
+    if settings.backend != "local":
+        raise against.AgainstError("--against compares the local runtime: leave `backend` unset")
+    gguf = Path(resolve_model(settings.model))
+    if gguf.suffix.lower() != ".gguf" or not gguf.is_file():
+        raise against.AgainstError(f"--against needs the model as a GGUF file, not {gguf}")
+    python = against.llama_python(args.llama_python)
+    threads = settings.threads or len(os.sched_getaffinity(0))
+    with against.llama_server(python, gguf, threads) as (endpoint, process):
+        remote_raw = against.remote_settings(raw, endpoint)
+        remote = _measure(args, plan, remote_raw, parse_settings(remote_raw)[0], "llama.cpp")
+        remote["server_peak_rss_mb"] = against.peak_rss_mb(process.pid)
+    print(against.side_by_side(local, remote))
+    return {"local": local, "llama.cpp": remote, "llama_server_threads": threads}

@@ -1,6 +1,6 @@
 """LSP handlers, one module per feature; each module's `register` attaches them to a server."""
 
-from lsp_server.features import completion, lifecycle, metrics
+from lsp_server.features import completion, edits, lifecycle, metrics
 from lsp_server.server import WispServer
 
 
@@ -10,4 +10,5 @@ def create_server() -> WispServer:
     lifecycle.register(server)
     completion.register(server)
     metrics.register(server)
+    edits.register(server)
     return server

@@ -12,7 +12,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from model_runtime.crossfile import CrossFileOptions, OpenDocument
 from model_runtime.evaluation.datasets import DATASETS, SANTACODER_LANGUAGES
+from model_runtime.evaluation.holes import HOLE_KINDS
 from model_runtime.ranking import DEFAULT_MIN_CONFIDENCE
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ MULTILINE_HELP = (
 DATASET_SETTINGS = {
     "humaneval-infilling": (),
     "santacoder-fim": ("language",),
-    "repo": ("seed", "ext"),
+    "repo": ("seed", "ext", "holes", "open"),
 }
 
 
@@ -44,6 +46,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="repo: picks files, lines and cuts")
     parser.add_argument("--ext", default="py", help="repo: extension of the files to cut")
+    parser.add_argument(
+        "--holes",
+        choices=HOLE_KINDS,
+        default="random",
+        help="repo: random lines; lines using a name another file of the tree defines "
+        "(cross-file, cut at or before it); or lines using none (single-file)",
+    )
+    parser.add_argument(
+        "--open",
+        choices=("none", "tree"),
+        default="none",
+        help="repo: documents open besides the task's own: none, or every other file of the tree",
+    )
+    parser.add_argument(
+        "--cross-file-tokens",
+        type=int,
+        default=CrossFileOptions().tokens,
+        help="token budget of the context from other open documents (0: off; default the "
+        "crossFileTokens setting's)",
+    )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="after each task, time one more keystroke (the answer's first character) with the "
+        "result cache bypassed: the warm p50 and the prompt tokens reused",
+    )
     parser.add_argument(
         "--model", help="model folder, GGUF file or hub id (default: the bundled model)"
     )
@@ -101,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
     from model_runtime.model_source import resolve_model
 
     try:
-        tasks = load_tasks(args.dataset, args.path, args.limit, args.language, args.seed, args.ext)
+        tasks = load_tasks(
+            args.dataset, args.path, args.limit, args.language, args.seed, args.ext, args.holes
+        )
     except (OSError, ValueError, KeyError) as exc:
         print(f"wisp: cannot read {args.path}: {exc}", file=sys.stderr)
         return 2
@@ -121,11 +151,15 @@ def run(args: argparse.Namespace) -> int:
         seed=0,
     )
     options = EngineOptions(
-        sampling=sampling, context_tokens=args.context_tokens, raw=args.raw, healing=args.healing
+        sampling=sampling,
+        context_tokens=args.context_tokens,
+        raw=args.raw,
+        healing=args.healing,
+        cross_file=CrossFileOptions(tokens=args.cross_file_tokens),
     )
-    complete = engine_completer(backend, options, args.multiline)
+    complete = engine_completer(backend, options, args.multiline, _open_documents(args))
     progress = tqdm(tasks, desc=args.dataset, unit="task", file=sys.stderr)
-    samples = list(evaluate(progress, complete, args.timeout))
+    samples = list(evaluate(progress, complete, args.timeout, complete.warm if args.warm else None))
     modes = args.multiline or ",".join(sorted({t.multiline for t in tasks}))
     gate = None if args.raw else args.min_confidence
     summary = summarize(args.dataset, samples, model, _settings(args, modes), gate)
@@ -141,6 +175,19 @@ def _write_outputs(args: argparse.Namespace, summary: dict[str, Any], samples: l
     if args.samples:
         lines = (json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in samples)
         args.samples.write_text("".join(lines), encoding="utf-8")
+
+
+def _open_documents(args: argparse.Namespace) -> list[OpenDocument]:
+    """The documents open besides each task's own: with `--open tree`, the tree's files."""
+    from model_runtime.context import language_for_path
+    from model_runtime.evaluation.datasets import read_tree
+
+    if args.dataset != "repo" or args.open == "none":
+        return []
+    return [
+        OpenDocument(f.path, f.text, language_for_path(f.path))
+        for f in read_tree(args.path, args.ext)
+    ]
 
 
 def _load_backend(model: str, device: str, quantization: str) -> Backend:
@@ -162,6 +209,8 @@ def _settings(args: argparse.Namespace, multiline: str) -> dict[str, Any]:
         "healing",
         "raw",
         "timeout",
+        "cross_file_tokens",
+        "warm",
     )
     names = (*common, *DATASET_SETTINGS[args.dataset])
     return {"path": str(args.path), **{n: getattr(args, n) for n in names}, "multiline": multiline}

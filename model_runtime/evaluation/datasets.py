@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from model_runtime.context import MultilineMode
-from model_runtime.evaluation.holes import SourceFile, cut_holes
+from model_runtime.evaluation.holes import HoleKind, SourceFile, cut_holes
 from model_runtime.evaluation.task import FimTask
 
 DATASETS = ("humaneval-infilling", "santacoder-fim", "repo")
@@ -94,10 +94,12 @@ def read_tree(root: Path, ext: str) -> list[SourceFile]:
     return files
 
 
-def repo_tasks(root: Path, limit: int | None, seed: int, ext: str) -> list[FimTask]:
+def repo_tasks(
+    root: Path, limit: int | None, seed: int, ext: str, holes: HoleKind = "random"
+) -> list[FimTask]:
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder")
-    return cut_holes(read_tree(root, ext), limit or DEFAULT_REPO_HOLES, seed)
+    return cut_holes(read_tree(root, ext), limit or DEFAULT_REPO_HOLES, seed, holes)
 
 
 def load_tasks(
@@ -107,12 +109,14 @@ def load_tasks(
     language: str | None = None,
     seed: int = 0,
     ext: str = "py",
+    holes: HoleKind = "random",
 ) -> list[FimTask]:
-    """The first `limit` tasks of a dataset (for `repo`: `limit` holes, 100 by default)."""
+    """The first `limit` tasks of a dataset (for `repo`: `limit` holes of kind `holes`, 100 by
+    default)."""
     if dataset == "humaneval-infilling":
         return humaneval_tasks(path, limit)
     if dataset == "santacoder-fim":
         return santacoder_tasks(path, limit, language)
     if dataset == "repo":
-        return repo_tasks(path, limit, seed, ext)
+        return repo_tasks(path, limit, seed, ext, holes)
     raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")

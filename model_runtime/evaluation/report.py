@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from statistics import median
 from typing import Any
 
 from model_runtime.evaluation.metrics import mean
@@ -55,9 +56,14 @@ def summarize(
         **aggregate([s.scores for s in samples]),
         "floor": aggregate([s.floor for s in samples]),
         "mean_latency_ms": round(mean(s.latency_ms for s in samples), 1),
+        "p50_latency_ms": round(median(s.latency_ms for s in samples), 1) if samples else 0.0,
         "model": model,
         "settings": dict(settings),
     }
+    warm = [s for s in samples if s.warm_latency_ms is not None]
+    if warm:
+        summary["warm_p50_ms"] = round(median(s.warm_latency_ms or 0.0 for s in warm), 1)
+        summary["warm_reused_tokens_mean"] = round(mean(s.warm_reused_tokens or 0 for s in warm), 1)
     if min_confidence is not None:
         summary["gate"] = gate(samples, min_confidence)
     return summary
@@ -75,8 +81,14 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"{summary['dataset']}: n={summary['n']}  model={summary['model']}",
         f"  completion: {line(summary)}",
         f"  floor (empty completion): {line(summary['floor'])}",
-        f"  mean latency {summary['mean_latency_ms']:.1f} ms",
+        f"  latency mean {summary['mean_latency_ms']:.1f} ms, "
+        f"p50 {summary['p50_latency_ms']:.1f} ms",
     ]
+    if "warm_p50_ms" in summary:
+        lines.append(
+            f"  warm (one more character) p50 {summary['warm_p50_ms']:.1f} ms, "
+            f"reused {summary['warm_reused_tokens_mean']:.1f} prompt tokens on average"
+        )
     if "gate" in summary:
         g = summary["gate"]
         lines += [

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from model_runtime.backend import Backend
 from model_runtime.context import MultilineMode
+from model_runtime.crossfile import OpenDocument
 from model_runtime.engine import CompletionEngine, CompletionRequest, EngineOptions
 from model_runtime.evaluation.execution import program_for, run_python
 from model_runtime.evaluation.metrics import edit_similarity, exact_match, scored_part
@@ -35,9 +36,12 @@ class Sample:
     floor: Scores
     latency_ms: float
     confidence: float | None = None  # the answer's; None when there was none
+    warm_latency_ms: float | None = None  # after one more character typed (see `warm`)
+    warm_reused_tokens: int | None = None  # prompt tokens the warm request did not recompute
 
 
 Completer = Callable[[FimTask], Suggestion | None]
+WarmProbe = Callable[[FimTask], tuple[float, int]]
 
 
 def score(task: FimTask, completion: str, replaced: int, timeout_s: float) -> Scores:
@@ -49,32 +53,69 @@ def score(task: FimTask, completion: str, replaced: int, timeout_s: float) -> Sc
     return Scores(exact_match(predicted, reference), edit_similarity(predicted, reference), passed)
 
 
-def engine_completer(
-    backend: Backend, options: EngineOptions, multiline: MultilineMode | None
-) -> Completer:
-    """The best suggestion, if any; `multiline` None follows each task's mode."""
-    engines = {
-        mode: CompletionEngine(backend, replace(options, multiline=mode))
-        for mode in ("auto", "always", "never")
-    }
+class EngineCompleter:
+    """The best suggestion per task from one engine per multiline mode; `multiline` None
+    follows each task's mode. `others` are the documents open besides each task's own."""
 
-    def complete(task: FimTask) -> Suggestion | None:
-        engine = engines[multiline or task.multiline]
-        request = CompletionRequest(
-            task.prefix + task.suffix, len(task.prefix), task.path, task.language
+    def __init__(
+        self,
+        backend: Backend,
+        options: EngineOptions,
+        multiline: MultilineMode | None,
+        others: Sequence[OpenDocument] = (),
+    ) -> None:
+        self.engines = {
+            mode: CompletionEngine(backend, replace(options, multiline=mode))
+            for mode in ("auto", "always", "never")
+        }
+        self.multiline = multiline
+        self.others = tuple(others)
+
+    def _engine(self, task: FimTask) -> CompletionEngine:
+        return self.engines[self.multiline or task.multiline]
+
+    def _request(self, task: FimTask, typed: str = "") -> CompletionRequest:
+        prefix = task.prefix + typed
+        others = tuple(d for d in self.others if d.path != task.path)
+        return CompletionRequest(
+            prefix + task.suffix, len(prefix), task.path, task.language, others=others
         )
-        suggestions = engine.complete(request).suggestions
+
+    def __call__(self, task: FimTask) -> Suggestion | None:
+        suggestions = self._engine(task).complete(self._request(task)).suggestions
         return suggestions[0] if suggestions else None
 
-    return complete
+    def warm(self, task: FimTask) -> tuple[float, int]:
+        """Latency (ms) and reused prompt tokens of the request after the answer's first
+        character is typed, with the result cache bypassed so the model runs, as after a
+        keystroke that no cached answer covers."""
+        engine = self._engine(task)
+        engine.cache.clear()
+        started = time.perf_counter()
+        result = engine.complete(self._request(task, task.reference[:1]))
+        elapsed = (time.perf_counter() - started) * 1000
+        return elapsed, int(result.timings_ms.get("reused_tokens", 0))
 
 
-def evaluate(tasks: Iterable[FimTask], complete: Completer, timeout_s: float) -> Iterator[Sample]:
-    """Complete and score each task in turn."""
+def engine_completer(
+    backend: Backend,
+    options: EngineOptions,
+    multiline: MultilineMode | None,
+    others: Sequence[OpenDocument] = (),
+) -> EngineCompleter:
+    """The best suggestion, if any; `multiline` None follows each task's mode."""
+    return EngineCompleter(backend, options, multiline, others)
+
+
+def evaluate(
+    tasks: Iterable[FimTask], complete: Completer, timeout_s: float, warm: WarmProbe | None = None
+) -> Iterator[Sample]:
+    """Complete and score each task in turn; with `warm`, time a keystroke after each too."""
     for task in tasks:
         started = time.perf_counter()
         answer = complete(task)
         latency_ms = (time.perf_counter() - started) * 1000
+        warm_ms, reused = warm(task) if warm is not None else (None, None)
         text, replaced = (answer.text, answer.replace) if answer else ("", 0)
         yield Sample(
             task.task_id,
@@ -84,4 +125,6 @@ def evaluate(tasks: Iterable[FimTask], complete: Completer, timeout_s: float) ->
             score(task, "", 0, timeout_s),
             latency_ms,
             answer.confidence if answer else None,
+            warm_ms,
+            reused,
         )
