@@ -300,18 +300,27 @@ class Workbench:
         return [text.replace("\xa0", " ") for _, text in sorted(lines)]
 
     def stats(self) -> dict[str, Any]:
-        """`wisp/stats` as the extension's Show Stats command shows it (a JSON editor)."""
-        self.run_command("wisp: Show Stats")
-        self.page.locator('.tab.active[aria-label^="Untitled"]').wait_for()
-        deadline = time.monotonic() + 10
-        while True:
-            text = "\n".join(self.editor_lines())
-            with contextlib.suppress(ValueError):
-                stats = json.loads(text)
-                assert isinstance(stats, dict)
-                return stats
-            assert time.monotonic() < deadline, f"Show Stats did not show JSON:\n{text}"
-            time.sleep(0.2)
+        """`wisp/stats` as the extension's Show Stats command shows it (a JSON editor).
+
+        Only the lines on screen can be read, so the window is made tall enough for all of them.
+        """
+        size = self.page.viewport_size
+        self.page.set_viewport_size({"width": 1280, "height": 2400})
+        try:
+            self.run_command("wisp: Show Stats")
+            self.page.locator('.tab.active[aria-label^="Untitled"]').wait_for()
+            deadline = time.monotonic() + 10
+            while True:
+                text = "\n".join(self.editor_lines())
+                with contextlib.suppress(ValueError):
+                    stats = json.loads(text)
+                    assert isinstance(stats, dict)
+                    return stats
+                assert time.monotonic() < deadline, f"Show Stats did not show JSON:\n{text}"
+                time.sleep(0.2)
+        finally:
+            if size is not None:
+                self.page.set_viewport_size(size)
 
     def screenshot(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
