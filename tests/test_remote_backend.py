@@ -104,15 +104,14 @@ def test_a_server_that_dies_mid_stream_then_recovers() -> None:
 
 
 def test_nothing_listening_fails_fast_and_the_next_request_tries_again() -> None:
-    with stub_server(default=sse(["up"])) as (url, _, server):
-        port = server.server_address[1]
+    with stub_server(default=sse(["up"])) as (url, _, _):
+        pass  # the server is gone: its port refuses connections
     backend = _backend(url)
     with pytest.raises(BackendUnavailable, match="connection refused"):
         _ask(backend)
     with stub_server(default=sse(["back"])) as (new_url, _, _):
         backend.client.endpoint = type(backend.client.endpoint).parse(new_url)
         assert _ask(backend) == ["back"]
-    assert port != 0
 
 
 def test_cancel_closes_a_stream_that_is_waiting_for_the_server() -> None:
