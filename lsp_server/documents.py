@@ -1,4 +1,5 @@
-"""The documents the server keeps: pygls' own, with lines split where LSP splits them.
+"""The documents the server keeps: pygls' own, with lines split where LSP splits them; and
+the cursor last seen in each.
 
 pygls splits a document with `str.splitlines`, which also breaks at form feeds, vertical tabs,
 `\\x1c`-`\\x1e`, `\\x85`, `\\u2028` and `\\u2029`. LSP lines end only at `\\n`, `\\r\\n` and
@@ -9,8 +10,10 @@ incremental edit after it landed on the wrong line.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 
+from lsprotocol import types
 from pygls.workspace import TextDocument, Workspace
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
@@ -52,3 +55,28 @@ class LspWorkspace(Workspace):
             list(workspace.folders.values()),
             workspace.position_encoding,
         )
+
+
+class Cursors:
+    """Where the cursor was last seen in each document (by URI), in the client's units.
+
+    LSP never says where the cursor is; a completion request's position and the end of an edit
+    (where typing or pasting leaves it) are the best evidence. Bounded: the least recently seen
+    documents are forgotten first.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._seen: OrderedDict[str, types.Position] = OrderedDict()
+
+    def note(self, uri: str, position: types.Position) -> None:
+        self._seen[uri] = position
+        self._seen.move_to_end(uri)
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+
+    def get(self, uri: str) -> types.Position | None:
+        return self._seen.get(uri)
+
+    def forget(self, uri: str) -> None:
+        self._seen.pop(uri, None)

@@ -54,7 +54,7 @@ async def suggest(
     if doc is None:
         log.info("no completion: %s was never opened", uri)
         return nothing
-    language = _language(doc)
+    language = language_of(doc)
     if not ls.settings.language_enabled(language):
         log.info("no completion: language %s is disabled", language)
         return nothing
@@ -73,10 +73,7 @@ async def suggest(
             located.offset,
         )
     cursor = position_at(text, located.offset, encoding)
-    path = display_path(ls, doc.path)
-    request = CompletionRequest(
-        text, located.offset, path, language, _open_documents(ls, doc), ls.recent_edits.ranges()
-    )
+    request = engine_request(ls, doc, text, located.offset)
     policy = ls.settings.comments_and_strings
     if not completes_at(text, located.offset, request.language, policy, invoked):
         log.info("no completion: inside a comment or string (commentsAndStrings=%s)", policy)
@@ -108,6 +105,19 @@ async def suggest(
     return Found(cursor, result.suggestions, replaced, request.language)
 
 
+def engine_request(ls: WispServer, doc: TextDocument, text: str, offset: int) -> CompletionRequest:
+    """The engine's request at `offset` of `doc` (whose text is `text`), with the other open
+    documents and the places edited last."""
+    return CompletionRequest(
+        text,
+        offset,
+        display_path(ls, doc.path),
+        language_of(doc),
+        _open_documents(ls, doc),
+        ls.recent_edits.ranges(),
+    )
+
+
 async def _run_watched(
     ls: WispServer, engine: CompletionEngine, uri: str, request: CompletionRequest
 ) -> CompletionResult | None:
@@ -134,14 +144,14 @@ def _open_documents(ls: WispServer, current: TextDocument) -> tuple[OpenDocument
     if not ls.settings.cross_file_tokens:
         return ()
     others = [
-        OpenDocument(display_path(ls, doc.path), doc.source, _language(doc))
+        OpenDocument(display_path(ls, doc.path), doc.source, language_of(doc))
         for doc in list(ls.workspace.text_documents.values())[-MAX_OPEN_DOCUMENTS - 1 :]
         if doc is not current and len(doc.source) <= MAX_OPEN_CHARS
     ]
     return tuple(others[-MAX_OPEN_DOCUMENTS:])
 
 
-def _language(doc: TextDocument) -> str:
+def language_of(doc: TextDocument) -> str:
     # pygls keeps whatever `languageId` the client sent, string or not.
     return doc.language_id if isinstance(doc.language_id, str) else ""
 

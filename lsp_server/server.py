@@ -17,6 +17,7 @@ from pygls.io_ import StdinAsyncReader, StdoutWriter
 from pygls.lsp.server import LanguageServer
 
 from lsp_server import __version__
+from lsp_server.documents import Cursors
 from lsp_server.framing import serve_frames
 from lsp_server.protocol import WispProtocol
 from lsp_server.scheduler import Scheduler
@@ -51,6 +52,7 @@ class WispServer(LanguageServer):
         self.scheduler = Scheduler()
         self.stats = Stats()
         self.recent_edits = RecentEdits()  # from didChange, for the context beyond a document
+        self.cursors = Cursors()  # where each document's next request will likely be
         self._loaded_key: tuple[Any, ...] | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -23,7 +23,7 @@ class Settings:
 
     model: str | None = None
     device: str = "auto"
-    quantization: str = "none"
+    quantization: str = "auto"
     threads: int = 0  # 0: torch's default, one per physical core
     trust_remote_code: bool = False
     allow_pickle: bool = False  # pickled checkpoints can run code when loaded
@@ -35,6 +35,7 @@ class Settings:
     remote_options: dict[str, Any] = field(default_factory=dict)  # merged into request bodies
     max_new_tokens: int = 48
     num_candidates: int = 1
+    draft_tokens: int = 0  # speculative decoding: tokens looked up in the prompt per check
     context_tokens: int = 1024
     temperature: float = 0.2
     min_confidence: float = DEFAULT_MIN_CONFIDENCE
@@ -47,11 +48,13 @@ class Settings:
     max_latency_ms: int = 1500
     cross_file_tokens: int = CrossFileOptions().tokens  # context from other files; 0: off
     cross_file_ms: int = int(CrossFileOptions().source_ms)  # time budget of each source
+    prefill_when_idle: bool = False  # compute a document's next prompt while the model is idle
 
     def engine_options(self) -> EngineOptions:
         sampling = SamplingParams(
             max_new_tokens=self.max_new_tokens,
             num_candidates=self.num_candidates,
+            draft_tokens=self.draft_tokens,
             temperature=self.temperature,
             seed=0,
         )
@@ -158,7 +161,7 @@ def _optional_languages(value: Any) -> Any:
 VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "model": _optional_text,
     "device": _choice("auto", "cpu", "cuda"),
-    "quantization": _choice("none", "int8", "int4"),
+    "quantization": _choice("auto", "none", "bf16", "int8", "int4"),
     "threads": _int_range(0, 256),
     "trust_remote_code": _boolean,
     "allow_pickle": _boolean,
@@ -170,6 +173,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "remote_options": _json_object,
     "max_new_tokens": _int_range(1, 512),
     "num_candidates": _int_range(1, 8),
+    "draft_tokens": _int_range(0, 16),
     "context_tokens": _int_range(64, 32768),
     "temperature": _float_range(0.0, 2.0),
     "min_confidence": _float_range(0.0, 1.0),
@@ -182,6 +186,7 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "max_latency_ms": _int_range(0, 60000),
     "cross_file_tokens": _int_range(0, 4096),
     "cross_file_ms": _int_range(1, 1000),
+    "prefill_when_idle": _boolean,
 }
 
 

@@ -1,4 +1,5 @@
-"""Local completion metrics: requests, latency and cache hits, and what became of each item.
+"""Local completion metrics: requests, latency and cache hits, what became of each item, and
+the work done ahead of requests (idle prefill).
 
 Everything stays in this process's memory; nothing is written or sent anywhere. The counts start
 at zero when the server starts.
@@ -80,6 +81,25 @@ class _Tally:
 
 
 @dataclass
+class _IdlePrefills:
+    """Work on prompts before they were asked (idle prefill): not requests, counted apart.
+    Runs that found the cache or the answer ready already are not counted."""
+
+    runs: int = 0
+    preempted: int = 0  # stopped by a request (or a newer idle prefill) before it finished
+    positions: int = 0
+    ms_total: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "runs": self.runs,
+            "preempted": self.preempted,
+            "positions": self.positions,
+            "ms_total": round(self.ms_total, 1),
+        }
+
+
+@dataclass
 class _Item:
     language: str
     shown: bool = False
@@ -98,6 +118,7 @@ class Stats:
     def __init__(self, tracked_items: int = TRACKED_ITEMS) -> None:
         self._lock = threading.Lock()
         self._total = _Tally()
+        self._idle_prefills = _IdlePrefills()
         self._by_language: dict[str, _Tally] = {}
         self._items: OrderedDict[str, _Item] = OrderedDict()
         self._tracked = tracked_items
@@ -137,6 +158,15 @@ class Stats:
             for tally in self._tallies(language):
                 tally.cancelled += 1
                 tally.engine_ms_total += engine_ms
+
+    def record_idle_prefill(self, positions: int, preempted: bool, ms: float) -> None:
+        """An idle prefill that ran: the positions it computed, whether a request (or a newer
+        idle prefill) stopped it, and its time on the model thread."""
+        with self._lock:
+            self._idle_prefills.runs += 1
+            self._idle_prefills.preempted += preempted
+            self._idle_prefills.positions += positions
+            self._idle_prefills.ms_total += ms
 
     def issue(self, language: str, count: int, shown: int = 0) -> list[str]:
         """Ids for `count` items about to be sent; the first `shown` of them count as shown."""
@@ -191,6 +221,7 @@ class Stats:
         with self._lock:
             return {
                 **self._total.summary(),
+                "idle_prefill": self._idle_prefills.summary(),
                 "per_language": {
                     language: tally.summary()
                     for language, tally in sorted(self._by_language.items())

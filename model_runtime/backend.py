@@ -6,7 +6,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from model_runtime.healing import TokenTable
 from model_runtime.stopping import StopReason
@@ -37,12 +37,16 @@ class SamplingParams:
     temperature: float = 0.2
     top_p: float = 0.95
     seed: int | None = None
+    # Tokens guessed from the prompt and checked in one pass (one greedy candidate only); 0: off.
+    draft_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_new_tokens <= 4096:
             raise ValueError(f"max_new_tokens must be in 1..4096, got {self.max_new_tokens}")
         if not 1 <= self.num_candidates <= 16:
             raise ValueError(f"num_candidates must be in 1..16, got {self.num_candidates}")
+        if not 0 <= self.draft_tokens <= 64:
+            raise ValueError(f"draft_tokens must be in 0..64, got {self.draft_tokens}")
         if not 0.0 <= self.temperature <= 2.0:
             raise ValueError(f"temperature must be in 0..2, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
@@ -114,4 +118,18 @@ class Backend(Protocol):
         self, request: GenerationRequest, answers: Sequence[str], continuation: str
     ) -> list[float]:
         """Per answer, the mean log-probability of `continuation` after prompt, lead and answer."""
+        ...
+
+
+@runtime_checkable
+class Prefills(Protocol):
+    """What a backend that keeps prompt caches may add: work on a prompt before it is asked.
+
+    Optional: the engine checks for it, and backends without it (remote ones: their server
+    keeps its own cache) are simply not asked.
+    """
+
+    def prefill(self, request: GenerationRequest, cancel: threading.Event) -> int:
+        """Compute what `generate` would reuse for `request`, stopping at a cancel between
+        small chunks and keeping what was done; how many positions it computed."""
         ...

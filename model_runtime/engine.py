@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from model_runtime.backend import Backend, GenerationRequest, SamplingParams
+from model_runtime.backend import Backend, GenerationRequest, Prefills, SamplingParams
 from model_runtime.context import (
     CursorContext,
     MultilineMode,
@@ -139,6 +139,59 @@ class CompletionEngine:
             return hit
         cancel = cancel or threading.Event()
         opts = self.options
+        asked, timings = self._ask(ctx, request, opts, started)
+        generation = self.backend.generate(asked, cancel)
+        if cancel.is_set():
+            return CompletionResult([], {"prompt": timings["prompt"]}, cancelled=True)
+        policy = Policy(opts.multiline, opts.min_confidence, opts.raw)
+        suggestions = self.dismissals.screen(
+            ctx,
+            to_suggestions(
+                generation.candidates,
+                ctx,
+                asked.stop_strings,
+                asked.single_line,
+                policy,
+                self.backend.decode,
+            ),
+        )
+        if len(suggestions) > 1 and not self.backend.template.uses_suffix and not opts.raw:
+            suggestions = self._fit_to_suffix(ctx, asked, suggestions, cancel)
+        self.dismissals.offered(ctx, suggestions)
+        timings = {
+            **timings,
+            **generation.timings_ms,
+            "total": (time.perf_counter() - started) * 1000,
+        }
+        self.cache.put(ctx, suggestions)
+        return CompletionResult(suggestions, timings)
+
+    @property
+    def prefills(self) -> bool:
+        """Whether the backend can work on a prompt before it is asked (see `prefill`)."""
+        return isinstance(self.backend, Prefills)
+
+    def prefill(self, request: CompletionRequest, cancel: threading.Event) -> int:
+        """Get the backend ready for a request at `request`'s cursor: build the prompt that
+        request would have and let the backend compute its cache, stopping at `cancel`.
+
+        Returns the positions computed: 0 when the backend cannot prefill, when the answer there
+        is cached already (the model would not run), or when the cache is warm already.
+        """
+        backend = self.backend
+        if not isinstance(backend, Prefills) or cancel.is_set():
+            return 0
+        ctx = cursor_context(request.text, request.offset, request.path, request.language)
+        if self.cache.get(ctx) is not None:
+            return 0
+        asked, _ = self._ask(ctx, request, self.options, time.perf_counter())
+        return backend.prefill(asked, cancel)
+
+    def _ask(
+        self, ctx: CursorContext, request: CompletionRequest, opts: EngineOptions, started: float
+    ) -> tuple[GenerationRequest, dict[str, float]]:
+        """What the model is asked at `ctx` (the prompt's anchor is remembered for the next
+        one), and the time to the context block and to the prompt since `started`."""
         multiline = wants_multiline(ctx, opts.multiline)
         block = self.cross_file.block(ctx, request.others, request.edits, self.backend.template)
         context_ms = (time.perf_counter() - started) * 1000
@@ -154,14 +207,13 @@ class CompletionEngine:
         )
         self._remember_anchor(ctx.path, prompt.anchor)
         prompt_ms = (time.perf_counter() - started) * 1000
-        stops = self.backend.template.stop_tokens
         budget_ms = (
             None if opts.max_latency_ms is None else max(0.0, opts.max_latency_ms - prompt_ms)
         )
         asked = GenerationRequest(
             prompt.text,
             opts.sampling,
-            stops,
+            self.backend.template.stop_tokens,
             single_line=not multiline,
             cache_key=ctx.path,
             time_budget_ms=budget_ms,
@@ -169,28 +221,8 @@ class CompletionEngine:
             suffix_line=next_code_line(ctx) if multiline else "",
             parts=prompt.parts,
         )
-        generation = self.backend.generate(asked, cancel)
-        if cancel.is_set():
-            return CompletionResult([], {"prompt": prompt_ms}, cancelled=True)
-        policy = Policy(opts.multiline, opts.min_confidence, opts.raw)
-        suggestions = self.dismissals.screen(
-            ctx,
-            to_suggestions(
-                generation.candidates, ctx, stops, not multiline, policy, self.backend.decode
-            ),
-        )
-        if len(suggestions) > 1 and not self.backend.template.uses_suffix and not opts.raw:
-            suggestions = self._fit_to_suffix(ctx, asked, suggestions, cancel)
-        self.dismissals.offered(ctx, suggestions)
-        timings = {
-            "cross_file": context_ms,
-            "cross_file_tokens": block.tokens,
-            "prompt": prompt_ms,
-            **generation.timings_ms,
-            "total": (time.perf_counter() - started) * 1000,
-        }
-        self.cache.put(ctx, suggestions)
-        return CompletionResult(suggestions, timings)
+        timings = {"cross_file": context_ms, "cross_file_tokens": block.tokens, "prompt": prompt_ms}
+        return asked, timings
 
     def _fit_to_suffix(
         self,

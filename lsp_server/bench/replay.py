@@ -99,12 +99,15 @@ async def replay(
     pause_scale: float,
     follow_rate: float,
     on_line: Callable[[], None] = lambda: None,
+    open_pause_s: float = 0.0,
 ) -> Recording:
     """Start the server, replay every session in turn, and shut the server down."""
     async with serving(settings) as (client, recording):
         rng = random.Random(seed)
         for session in sessions:
-            await replay_session(client, session, rng, pause_scale, follow_rate, recording, on_line)
+            await replay_session(
+                client, session, rng, pause_scale, follow_rate, recording, on_line, open_pause_s
+            )
     return recording
 
 
@@ -158,9 +161,15 @@ async def replay_session(
     follow_rate: float,
     recording: Recording,
     on_line: Callable[[], None],
+    open_pause_s: float = 0.0,
 ) -> None:
-    """Type every hole of `session` into a freshly opened document; close it at the end."""
+    """Type every hole of `session` into a freshly opened document; close it at the end.
+
+    `open_pause_s` is the time the developer looks at the opened document before going to
+    the first line (0: at once).
+    """
     doc = _Document(client, f"file:///bench/{session.name}", session.text)
+    await asyncio.sleep(open_pause_s)
     seen: set[tuple[str, int]] = set()
     last_ms = 0.0
 

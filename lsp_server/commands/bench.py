@@ -58,6 +58,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="chance of typing along a wrong suggestion for a few keys, then deleting them",
     )
     parser.add_argument(
+        "--open-pause",
+        type=float,
+        default=0.0,
+        help="seconds between opening a document and going to its first line (default 0)",
+    )
+    parser.add_argument(
         "--against",
         choices=("llama.cpp",),
         help="replay the same typing through llama.cpp's server on the same GGUF, side by side",
@@ -108,7 +114,15 @@ def _measure(
     holes = sum(len(s.holes) for s in plan)
     with tqdm(total=holes, desc=label, unit="line", file=sys.stderr) as bar:
         recording = asyncio.run(
-            replay(plan, raw, args.seed, args.pause_scale, args.follow_rate, bar.update)
+            replay(
+                plan,
+                raw,
+                args.seed,
+                args.pause_scale,
+                args.follow_rate,
+                bar.update,
+                open_pause_s=args.open_pause,
+            )
         )
     speeds: dict[str, float | None] = {"prefill_tokens_per_s": None, "decode_tokens_per_s": None}
     if settings.backend == "local":  # a serving engine's speeds are its own to report
@@ -118,6 +132,7 @@ def _measure(
             print(f"wisp: cannot load the model: {exc}", file=sys.stderr)
     summary = summarize(recording, speeds)
     summary["file"] = str(args.file)
+    summary["open_pause_s"] = args.open_pause
     summary["settings"] = raw
     print(table(summary))
     if args.plot:

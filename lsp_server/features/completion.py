@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lsprotocol import types
 
+from lsp_server import idle_prefill
 from lsp_server.items import completion_items, inline_items
 from lsp_server.requests import suggest
 from lsp_server.server import WispServer
@@ -16,6 +17,7 @@ def register(server: WispServer) -> None:
     ) -> types.InlineCompletionList:
         invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         found = await suggest(ls, params.text_document.uri, params.position, invoked)
+        idle_prefill.asked(ls, params.text_document.uri, found.cursor)
         ids = ls.stats.issue(found.language, len(found.suggestions))
         return inline_items(found.suggestions, found.cursor, found.replaced_units, ids)
 
@@ -31,6 +33,7 @@ def register(server: WispServer) -> None:
             params.context.trigger_kind != types.CompletionTriggerKind.TriggerCharacter
         )
         found = await suggest(ls, params.text_document.uri, params.position, invoked)
+        idle_prefill.asked(ls, params.text_document.uri, found.cursor)
         # A menu shows its first item as soon as it opens; no client reports that.
         ids = ls.stats.issue(found.language, len(found.suggestions), shown=1)
         return completion_items(

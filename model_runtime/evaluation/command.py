@@ -76,7 +76,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--model", help="model folder, GGUF file or hub id (default: the bundled model)"
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--quantization", choices=("none", "int8", "int4"), default="none")
+    parser.add_argument(
+        "--quantization", choices=("auto", "none", "bf16", "int8", "int4"), default="auto"
+    )
     parser.add_argument(
         "--max-new-tokens", type=_positive_int, default=128, help="generation budget per task"
     )

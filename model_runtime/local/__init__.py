@@ -4,11 +4,16 @@ This package is the only part of the runtime that imports torch or transformers:
 (`loading`, `gguf`), the decode loop (`generation`) and the key/value caches (`kv_cache`).
 """
 
-from model_runtime.local.generation import PREFILL_CHUNK, TransformersBackend
+from model_runtime.local.generation import (
+    IDLE_PREFILL_CHUNK,
+    PREFILL_CHUNK,
+    TransformersBackend,
+)
 from model_runtime.local.loading import DEFAULT_THREADS, LoadOptions, load_backend, set_threads
 
 __all__ = [
     "DEFAULT_THREADS",
+    "IDLE_PREFILL_CHUNK",
     "PREFILL_CHUNK",
     "LoadOptions",
     "TransformersBackend",

@@ -22,7 +22,9 @@ from model_runtime.backend import (
     common_prefix_length,
 )
 from model_runtime.healing import TokenTable, remaining_lead
+from model_runtime.local.fast_llama import FastLlama
 from model_runtime.local.kv_cache import KvSlots, crop_to, croppable
+from model_runtime.lookahead import DraftIndex, accepted_length
 from model_runtime.stopping import (
     DecodeState,
     StopCriterion,
@@ -41,6 +43,9 @@ from model_runtime.templates import FimTemplate
 
 # Prompts are prefilled in chunks of this many tokens so that a cancel lands between chunks.
 PREFILL_CHUNK = 256
+# Prefill ahead of a request (`prefill`) runs in smaller chunks: a real request waits for the
+# chunk in progress, and only that one, before it takes the model.
+IDLE_PREFILL_CHUNK = 64
 # Tokens of the code after an answer that `continuation_logprobs` scores.
 CONTINUATION_TOKENS = 24
 
@@ -63,6 +68,7 @@ class TransformersBackend:
         device: str,
         kv_slots: int = 4,
         healing: TokenTable | None = None,
+        fast: FastLlama | None = None,
     ) -> None:
         self.name = name
         self.model = model
@@ -72,6 +78,7 @@ class TransformersBackend:
         forward = inspect.signature(model.forward).parameters
         self._cache_name = "cache" if "cache" in forward else "past_key_values"
         self.healing = healing
+        self.fast = fast
         self.context_window: int | None = getattr(model.config, "max_position_embeddings", None)
         # A FIM marker in the answer means the model lost its place: end the candidate there.
         markers = (template.prefix_token, template.suffix_token, template.middle_token)
@@ -166,7 +173,8 @@ class TransformersBackend:
         reasons: list[StopReason | None] = [None] * n
         logprob_lists: list[list[float]] = [[] for _ in range(n)]
         pending = [lead.encode("utf-8")] * n  # what of the lead each candidate still owes
-        steps = 0
+        steps = passes = drafted = accepted = 0
+        drafts = DraftIndex(ids) if n == 1 and params.draft_tokens else None
         while not cancel.is_set():
             logprobs = torch.log_softmax(self._held_to_lead(logits.float(), pending), dim=-1)
             chosen = self._choose(logprobs, params, generator)
@@ -183,8 +191,27 @@ class TransformersBackend:
             steps += 1
             if all(r is not None for r in reasons):
                 break
-            cache, logits = self._forward(chosen.view(n, 1), cache)
-            logits = logits[:, -1, :]
+            passes += 1
+            draft: list[int] = []
+            if drafts is not None:
+                drafts.extend([int(chosen[0])])
+                if not pending[0]:  # while healing, the lead decides, not the draft
+                    draft = drafts.propose(params.draft_tokens)
+            if not draft:
+                cache, logits = self._forward(chosen.view(n, 1), cache)
+                logits = logits[:, -1, :]
+                continue
+            assert drafts is not None
+            drafted += len(draft)
+            cache, logits, kept = self._check_draft(
+                chosen, draft, cache, states[0], logprob_lists[0], lead, criteria
+            )
+            accepted += kept
+            steps += kept
+            drafts.extend(draft[:kept])
+            if kept and (reason := first_reason(criteria, states[0])) is not None:
+                reasons[0] = reason
+                break
         self._keep_prompt(key, ids, cache, n)
         candidates = [
             self._candidate(state, lps, reason or "cancelled", lead)
@@ -198,11 +225,69 @@ class TransformersBackend:
                 "prefill": prefill_ms,
                 "decode": total_ms - prefill_ms,
                 "steps": steps,
+                "forward_passes": passes,
+                "drafted": drafted,
+                "accepted": accepted,
                 "prompt_tokens": len(ids),
                 "reused_tokens": reused,
                 "healed_chars": len(lead),
             },
         )
+
+    def prefill(self, request: GenerationRequest, cancel: threading.Event) -> int:
+        """Compute and keep the cache of `request`'s prompt before it is asked; positions computed.
+
+        Runs `IDLE_PREFILL_CHUNK` tokens at a time from the longest kept prefix and stops at a
+        cancel between chunks, keeping what was done. The last prompt token is left out: a
+        request recomputes it anyway, for the logits that start its answer.
+        """
+        ids = self._prompt_ids(request.prompt)
+        key = request.cache_key
+        if not self.slots.size or self.slots.shared(ids, key) >= len(ids) - 1:
+            return 0
+        with torch.inference_mode():
+            cache, done = self.slots.take(ids, key)
+            start = done
+            while done < len(ids) - 1 and not cancel.is_set():
+                chunk = ids[done : min(done + IDLE_PREFILL_CHUNK, len(ids) - 1)]
+                cache, _ = self._forward(
+                    torch.tensor([chunk], device=self.device), cache, logits_to_keep=1
+                )
+                done += len(chunk)
+                if not croppable(cache):
+                    return done - start  # a sliding window cannot be reused: keep nothing
+        if cache is not None:
+            self.slots.keep(key, ids[:done], cache)
+        return done - start
+
+    def _check_draft(
+        self,
+        chosen: torch.Tensor,
+        draft: list[int],
+        cache: Any,
+        state: DecodeState,
+        logprobs: list[float],
+        lead: str,
+        criteria: list[StopCriterion],
+    ) -> tuple[Any, torch.Tensor, int]:
+        """Run the chosen token and a draft after it in one pass; keep what greedy agrees with.
+
+        Returns the cache cut back to the kept tokens, the logits after the last of them and
+        how many draft tokens were kept (appended to `state`, stopping where a criterion fires).
+        """
+        start = cache.get_seq_length()
+        ids = torch.tensor([[int(chosen[0]), *draft]], device=self.device)
+        cache, logits = self._forward(ids, cache)
+        rows = torch.log_softmax(logits[0].float(), dim=-1)
+        predicted = rows.argmax(dim=-1).tolist()
+        kept = 0
+        for token in draft[: accepted_length(draft, predicted)]:
+            self._append(state, logprobs, token, float(rows[kept, token]), lead)
+            kept += 1
+            if first_reason(criteria, state) is not None:
+                break
+        crop_to(cache, start + 1 + kept)
+        return cache, logits[:, kept, :], kept
 
     def continuation_logprobs(
         self, request: GenerationRequest, answers: Sequence[str], continuation: str
@@ -237,9 +322,12 @@ class TransformersBackend:
     def _forward(self, ids: torch.Tensor, cache: Any, **options: Any) -> tuple[Any, torch.Tensor]:
         """One forward pass from `cache`: the extended cache and the logits.
 
+        The lean forward pass runs it when the loader chose one; otherwise transformers does.
         transformers renamed `past_key_values` to `cache` (5.2x); the old name still works there
         but warns on every call, so each model is called with the name its `forward` takes.
         """
+        if self.fast is not None:
+            return self.fast.forward(ids, cache, options.get("logits_to_keep", 0))
         out = self.model(ids, **{self._cache_name: cache}, use_cache=True, **options)
         return out[self._cache_name], out.logits
 

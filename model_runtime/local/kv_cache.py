@@ -46,11 +46,7 @@ class KvSlots:
         (the same file under two names); otherwise it stays for that document. At least the last
         prompt token is always recomputed: its logits start the answer.
         """
-        best_key, best = None, 0
-        for other, slot in self._slots.items():
-            shared = common_prefix_length(slot.ids, ids)
-            if shared > best and (other == key or shared * 2 >= len(ids)):
-                best_key, best = other, shared
+        best_key, best = self._best(ids, key)
         if best_key is None:
             return None, 0
         slot = self._slots.pop(best_key)
@@ -59,6 +55,18 @@ class KvSlots:
             return None, 0
         crop_to(slot.cache, keep)
         return slot.cache, keep
+
+    def shared(self, ids: list[int], key: str) -> int:
+        """How many leading tokens of `ids` a kept cache holds (that `take` would consider)."""
+        return self._best(ids, key)[1]
+
+    def _best(self, ids: list[int], key: str) -> tuple[str | None, int]:
+        best_key, best = None, 0
+        for other, slot in self._slots.items():
+            shared = common_prefix_length(slot.ids, ids)
+            if shared > best and (other == key or shared * 2 >= len(ids)):
+                best_key, best = other, shared
+        return best_key, best
 
     def keep(self, key: str, ids: list[int], cache: Any) -> None:
         if not self.size:

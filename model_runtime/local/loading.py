@@ -20,6 +20,13 @@ from transformers.utils import logging as hf_logging
 
 from model_runtime.backend import ModelLoadError, first_line
 from model_runtime.healing import TokenTable, vocab_bytes
+from model_runtime.local.fast_llama import (
+    FastLlama,
+    agrees_with,
+    narrow_is_faster,
+    probe,
+    unsupported,
+)
 from model_runtime.local.generation import TransformersBackend
 from model_runtime.local.gguf import Report, converted_folder, find_gguf
 from model_runtime.templates import detect_template, get_template
@@ -33,7 +40,7 @@ class LoadOptions:
 
     source: str
     device: str = "auto"  # auto | cpu | cuda
-    quantization: str = "none"  # none | int8 | int4
+    quantization: str = "auto"  # auto | none | bf16 | int8 | int4
     threads: int = 0  # CPU threads per matmul; 0: torch's default
     trust_remote_code: bool = False
     allow_pickle: bool = False  # pickled weights (.bin, .pt) run code when unpickled
@@ -117,8 +124,11 @@ def load_backend(options: LoadOptions, report: Report | None = None) -> Transfor
             f"cannot load the weights of {source!r}: {first_line(exc)}{hint}"
         ) from exc
     model.to(device).eval()
+    fast = None
     if options.quantization in ("int8", "int4"):
         model = _quantize(model, options.quantization, device)
+    else:
+        fast = _lean(model, options.quantization, device)
     template = (
         get_template(options.fim_template)
         if options.fim_template
@@ -130,7 +140,9 @@ def load_backend(options: LoadOptions, report: Report | None = None) -> Transfor
     )
     healing = TokenTable(tuple(vocab_bytes(tokenizer.get_vocab(), _special_tokens(tokenizer))))
     log.info("loaded %s on %s (template %s)", source, device, template.name)
-    return TransformersBackend(source, model, tokenizer, template, device, healing=healing)
+    return TransformersBackend(
+        source, model, tokenizer, template, device, healing=healing, fast=fast
+    )
 
 
 PICKLE_HINT = (
@@ -164,6 +176,28 @@ def _special_tokens(tokenizer) -> set[str]:
     tokens = set(getattr(tokenizer, "all_special_tokens", []))
     tokens.update(str(t) for t in getattr(tokenizer, "added_tokens_decoder", {}).values())
     return tokens
+
+
+def _lean(model: Any, scheme: str, device: str) -> FastLlama | None:
+    """The lean forward pass on CPU, its weights in bf16 when asked or (auto) when faster here.
+
+    None keeps transformers' forward: another device, a model of another shape, or a probe on
+    which the lean pass disagrees with transformers.
+    """
+    reason = unsupported(model) if device == "cpu" else f"device {device}"
+    if reason:
+        log.info("the lean forward pass is not used: %s", reason)
+        if scheme == "bf16":
+            model.to(torch.bfloat16)
+        return None
+    narrow = scheme == "bf16" or (scheme == "auto" and narrow_is_faster(model, torch.bfloat16))
+    ids, want = probe(model)
+    fast = FastLlama(model, torch.bfloat16 if narrow else None)
+    if not agrees_with(fast, ids, want):
+        model.to(fast.weight_dtype)  # what it holds now; transformers runs in that dtype
+        return None
+    log.info("lean forward pass, weights in %s", fast.weight_dtype)
+    return fast
 
 
 def _quantize(model: PreTrainedModel, scheme: str, device: str) -> PreTrainedModel:
