@@ -1,13 +1,13 @@
 """A lean forward pass for Llama-shaped decoders, with a key/value cache that grows in place.
 
 transformers' own forward is general; for a 135M model on two CPU cores its general parts cost
-more than the arithmetic. A decode step there runs about 35 operations per layer, and its cache
-grows by concatenation, copying every cached key and value at every step. This forward runs the
-same weights with fewer, larger operations: one matrix product for the query, key and value
-projections and one for the gate and up projections (the weights are fused once, and the
-model's own modules are pointed at views of the fused tensors, so nothing is stored twice), a
-cache preallocated in steps and written in place, and grouped-query attention without repeating
-the keys. Rotary embeddings come from the model's own module, so every RoPE variant it supports
+more than the arithmetic. A decode step there runs dozens of small operations per layer, and
+its cache grows by concatenation, copying every cached key and value at every step. This
+forward runs the same weights with fewer, larger operations: one matrix product for the query,
+key and value projections and one for the gate and up projections (wisp's own copies, made one
+layer at a time, which the model's modules then hold too, so nothing is stored twice), a cache
+preallocated in steps and written in place, and grouped-query attention without repeating the
+keys. Rotary embeddings come from the model's own module, so every RoPE variant it supports
 is supported here.
 
 `unsupported` says why a model does not have exactly the expected parts, and the loader
