@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from model_runtime.backend import GenerationRequest, SamplingParams
-from model_runtime.local import LoadOptions, load_backend
+from model_runtime.local import LoadOptions, fast_llama, load_backend
 from model_runtime.local import loading as loading_module
 from model_runtime.local.fast_llama import (
     FastLlama,
@@ -184,8 +184,15 @@ def test_probe_catches_a_lean_pass_that_disagrees(caplog) -> None:
     assert "disagrees" in caplog.text
 
 
-def test_narrow_speed_probe_answers() -> None:
-    assert narrow_is_faster(llama(), torch.bfloat16, rounds=1) in (True, False)
+@pytest.mark.parametrize(("narrow_s", "want"), [(0.8, True), (0.95, False), (1.2, False)])
+def test_narrow_weights_are_kept_only_when_clearly_faster(
+    narrow_s: float, want: bool, monkeypatch
+) -> None:
+    """One timed round each: wide products take 1 s on the fake clock, narrow ones `narrow_s`."""
+    model = llama()
+    ticks = iter([0.0, 1.0, 1.0, 1.0 + narrow_s])
+    monkeypatch.setattr(fast_llama.time, "perf_counter", lambda: next(ticks))
+    assert narrow_is_faster(model, torch.bfloat16, rounds=1) is want
 
 
 def ask(backend, prompt: str, **params: object):
