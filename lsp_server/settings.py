@@ -161,7 +161,7 @@ def _optional_languages(value: Any) -> Any:
 VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "model": _optional_text,
     "device": _choice("auto", "cpu", "cuda"),
-    "quantization": _choice("auto", "none", "bf16", "int8", "int4"),
+    "quantization": _choice("auto", "none", "bf16", "q4", "q8", "int8", "int4"),
     "threads": _int_range(0, 256),
     "trust_remote_code": _boolean,
     "allow_pickle": _boolean,

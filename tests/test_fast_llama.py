@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -25,8 +26,10 @@ from model_runtime.local.fast_llama import (
     FastLlama,
     GrowingKv,
     agrees_with,
-    narrow_is_faster,
+    fastest_weights,
+    packs_losslessly,
     probe,
+    round_to_packing,
     unsupported,
 )
 from model_runtime.local.kv_cache import crop_to, croppable
@@ -184,15 +187,18 @@ def test_probe_catches_a_lean_pass_that_disagrees(caplog) -> None:
     assert "disagrees" in caplog.text
 
 
-@pytest.mark.parametrize(("narrow_s", "want"), [(0.8, True), (0.95, False), (1.2, False)])
-def test_narrow_weights_are_kept_only_when_clearly_faster(
-    narrow_s: float, want: bool, monkeypatch
+@pytest.mark.parametrize(
+    ("bf16_s", "q4_s", "want"),
+    [(0.8, 0.5, "q4"), (0.8, 0.95, "bf16"), (0.95, 0.92, "none"), (1.2, 1.5, "none")],
+)
+def test_the_fastest_weights_are_kept_only_when_clearly_faster(
+    bf16_s: float, q4_s: float, want: str, monkeypatch
 ) -> None:
-    """One timed round each: wide products take 1 s on the fake clock, narrow ones `narrow_s`."""
-    model = llama()
-    ticks = iter([0.0, 1.0, 1.0, 1.0 + narrow_s])
+    """One timed round each on a fake clock: fp32 products take 1 s, the others as given."""
+    model = llama(hidden_size=64, intermediate_size=96)
+    ticks = iter([0.0, 1.0, 1.0, 1.0 + bf16_s, 3.0, 3.0 + q4_s])
     monkeypatch.setattr(fast_llama.time, "perf_counter", lambda: next(ticks))
-    assert narrow_is_faster(model, torch.bfloat16, rounds=1) is want
+    assert fastest_weights(model, ["none", "bf16", "q4"], rounds=1) == want
 
 
 def ask(backend, prompt: str, **params: object):
@@ -221,14 +227,44 @@ def test_backend_greedy_answers_match_transformers(random_model: Path) -> None:
     )
 
 
-def test_quantization_settings_pick_the_weights(random_model: Path, monkeypatch) -> None:
+@pytest.fixture(scope="module")
+def grid_model(random_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The random model with its weights rounded to 4-bit blocks, as if read from a Q4_1 file."""
+    folder = tmp_path_factory.mktemp("grid") / "model"
+    shutil.copytree(random_model, folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert not packs_losslessly(model, "q4")
+    round_to_packing(model, "q4")
+    assert packs_losslessly(model, "q4")
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_quantization_settings_pick_the_weights(
+    random_model: Path, grid_model: Path, monkeypatch
+) -> None:
     narrow = load_backend(LoadOptions(str(random_model), quantization="bf16")).fast
     assert narrow is not None and narrow.weight_dtype == torch.bfloat16
-    for faster in (True, False):
-        monkeypatch.setattr(loading_module, "narrow_is_faster", lambda *a, f=faster, **k: f)
-        backend = load_backend(LoadOptions(str(random_model)))  # auto
+    packed = load_backend(LoadOptions(str(random_model), quantization="q4")).fast
+    assert packed is not None and packed.packing == "q4"
+    tried: list[list[str]] = []
+    answer = ["none"]
+
+    def pick(model, choices, **_):
+        tried.append(choices)
+        return answer[0]
+
+    monkeypatch.setattr(loading_module, "fastest_weights", pick)
+    load_backend(LoadOptions(str(random_model)))  # random weights: 4 bits would lose precision
+    assert tried == [["none", "bf16"]]
+    for fastest in ("none", "bf16", "q4"):
+        answer[0] = fastest
+        backend = load_backend(LoadOptions(str(grid_model)))  # auto
+        assert tried[-1] == ["none", "bf16", "q4"]
         assert backend.fast is not None
-        assert backend.fast.weight_dtype == (torch.bfloat16 if faster else torch.float32)
+        assert backend.fast.weight_dtype == (torch.bfloat16 if fastest == "bf16" else torch.float32)
+        assert backend.fast.packing == (fastest if fastest == "q4" else None)
+        assert ask(backend, PROMPTS[0], max_new_tokens=4).candidates
 
 
 def test_loader_falls_back_when_the_probe_disagrees(random_model: Path, monkeypatch) -> None:

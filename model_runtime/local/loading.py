@@ -23,12 +23,16 @@ from model_runtime.healing import TokenTable, vocab_bytes
 from model_runtime.local.fast_llama import (
     FastLlama,
     agrees_with,
-    narrow_is_faster,
+    fastest_weights,
+    packs_losslessly,
     probe,
+    round_to_packing,
+    unpackable,
     unsupported,
 )
 from model_runtime.local.generation import TransformersBackend
 from model_runtime.local.gguf import Report, converted_folder, find_gguf
+from model_runtime.local.packed import KINDS
 from model_runtime.templates import detect_template, get_template
 
 log = logging.getLogger(__name__)
@@ -40,7 +44,7 @@ class LoadOptions:
 
     source: str
     device: str = "auto"  # auto | cpu | cuda
-    quantization: str = "auto"  # auto | none | bf16 | int8 | int4
+    quantization: str = "auto"  # auto | none | bf16 | q4 | q8 | int8 | int4
     threads: int = 0  # CPU threads per matmul; 0: torch's default
     trust_remote_code: bool = False
     allow_pickle: bool = False  # pickled weights (.bin, .pt) run code when unpickled
@@ -179,24 +183,46 @@ def _special_tokens(tokenizer) -> set[str]:
 
 
 def _lean(model: Any, scheme: str, device: str) -> FastLlama | None:
-    """The lean forward pass on CPU, its weights in bf16 when asked or (auto) when faster here.
+    """The lean forward pass on CPU, its weights as loaded, in bf16 or packed (see `packed`).
 
-    None keeps transformers' forward: another device, a model of another shape, or a probe on
-    which the lean pass disagrees with transformers.
+    `auto` takes whichever runs decode-shaped products fastest here, trying packed weights only
+    where packing loses nothing (a model read from a Q4_1 GGUF file). None keeps transformers'
+    forward: another device, a model of another shape, or a probe on which the lean pass
+    disagrees with transformers.
     """
     reason = unsupported(model) if device == "cpu" else f"device {device}"
+    if scheme in KINDS and (reason := reason or unpackable(model)):
+        raise ModelLoadError(f"quantization {scheme!r} cannot be used: {reason}")
     if reason:
         log.info("the lean forward pass is not used: %s", reason)
         if scheme == "bf16":
             model.to(torch.bfloat16)
         return None
-    narrow = scheme == "bf16" or (scheme == "auto" and narrow_is_faster(model, torch.bfloat16))
+    choice = scheme
+    if scheme == "auto":
+        choices = ["none", "bf16"]
+        why = unpackable(model)
+        if why is None and not packs_losslessly(model, "q4"):
+            why = "the weights are not already 4-bit blocks (set quantization to q4 to pack them)"
+        if why is None:
+            choices.append("q4")
+        else:
+            log.info("4-bit weights are not tried: %s", why)
+        choice = fastest_weights(model, choices)
+    if choice in KINDS and not packs_losslessly(model, choice):
+        log.info("packing the weights as %s rounds them", choice)
+        round_to_packing(model, choice)
     ids, want = probe(model)
-    fast = FastLlama(model, torch.bfloat16 if narrow else None)
+    fast = FastLlama(
+        model,
+        torch.bfloat16 if choice == "bf16" else None,
+        choice if choice in KINDS else None,
+    )
     if not agrees_with(fast, ids, want):
         model.to(fast.weight_dtype)  # what it holds now; transformers runs in that dtype
         return None
-    log.info("lean forward pass, weights in %s", fast.weight_dtype)
+    fast.release(model)
+    log.info("lean forward pass, weights %s", fast.packing or fast.weight_dtype)
     return fast
 
 

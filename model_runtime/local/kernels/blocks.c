@@ -1,0 +1,400 @@
+/* Weights in blocks of 32 with 4 or 8 bits each, multiplied by a few rows of activations.
+ *
+ * The layouts are GGUF's: Q4_1 (w = d*q + m, q in 0..15, two per byte: byte j holds weight j
+ * in its low half and weight j+16 in its high half) and Q8_0 (w = d*q, q in -127..127), with
+ * d and m as half floats. Activations are quantized per block of 32 to 8 bits (d and the sum of
+ * the block, as Q8_1), so a block's dot product is one integer multiply-add on AVX2 (a single
+ * VNNI instruction where the CPU has one).
+ *
+ * Built and loaded at run time by packed.py; without AVX2 the plain C loops below run instead.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+#define QK 32
+#define MAX_ROWS 4
+
+typedef struct {
+    _Float16 d, m;
+    uint8_t qs[QK / 2];
+} q4_1;
+
+typedef struct {
+    _Float16 d;
+    int8_t qs[QK];
+} q8_0;
+
+typedef struct {
+    float d, s;
+    int8_t qs[QK];
+} q8_1;
+
+enum { KIND_Q4_1 = 0, KIND_Q8_0 = 1 };
+
+int wisp_block_bytes(int kind) { return kind == KIND_Q4_1 ? (int)sizeof(q4_1) : (int)sizeof(q8_0); }
+
+static int clamp_round(float v, int lo, int hi) {
+    int q = (int)lrintf(v);
+    return q < lo ? lo : q > hi ? hi : q;
+}
+
+static void quantize_q4_1(const float *x, q4_1 *b) {
+    float lo = x[0], hi = x[0];
+    for (int i = 1; i < QK; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    float d = (hi - lo) / 15.0f;
+    b->d = (_Float16)d;
+    b->m = (_Float16)lo;
+    float m = (float)b->m, dh = (float)b->d;
+    float inv = dh != 0.0f ? 1.0f / dh : 0.0f;
+    for (int j = 0; j < QK / 2; j++) {
+        int a = clamp_round((x[j] - m) * inv, 0, 15);
+        int c = clamp_round((x[j + QK / 2] - m) * inv, 0, 15);
+        b->qs[j] = (uint8_t)(a | (c << 4));
+    }
+}
+
+static void quantize_q8_0(const float *x, q8_0 *b) {
+    float amax = 0.0f;
+    for (int i = 0; i < QK; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    b->d = (_Float16)(amax / 127.0f);
+    float dh = (float)b->d;
+    float inv = dh != 0.0f ? 1.0f / dh : 0.0f;
+    for (int i = 0; i < QK; i++) b->qs[i] = (int8_t)clamp_round(x[i] * inv, -127, 127);
+}
+
+static void quantize_q8_1(const float *x, q8_1 *b) {
+    float amax = 0.0f;
+    for (int i = 0; i < QK; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    float d = amax / 127.0f;
+    float inv = d != 0.0f ? 1.0f / d : 0.0f;
+    int sum = 0;
+    for (int i = 0; i < QK; i++) {
+        int q = clamp_round(x[i] * inv, -127, 127);
+        b->qs[i] = (int8_t)q;
+        sum += q;
+    }
+    b->d = d;
+    b->s = d * (float)sum;
+}
+
+/* Rows of `w` ([n, k] floats, k a multiple of 32) into blocks of `kind`. */
+void wisp_quantize(int kind, const float *w, int64_t n, int64_t k, void *out) {
+    int64_t nb = k / QK;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n; r++) {
+        for (int64_t b = 0; b < nb; b++) {
+            const float *x = w + r * k + b * QK;
+            if (kind == KIND_Q4_1)
+                quantize_q4_1(x, (q4_1 *)out + r * nb + b);
+            else
+                quantize_q8_0(x, (q8_0 *)out + r * nb + b);
+        }
+    }
+}
+
+static void widen_row(int kind, const void *blocks, int64_t nb, float *out) {
+    for (int64_t b = 0; b < nb; b++) {
+        float *y = out + b * QK;
+        if (kind == KIND_Q4_1) {
+            const q4_1 *q = (const q4_1 *)blocks + b;
+            float d = (float)q->d, m = (float)q->m;
+            for (int j = 0; j < QK / 2; j++) {
+                y[j] = d * (float)(q->qs[j] & 15) + m;
+                y[j + QK / 2] = d * (float)(q->qs[j] >> 4) + m;
+            }
+        } else {
+            const q8_0 *q = (const q8_0 *)blocks + b;
+            float d = (float)q->d;
+            for (int j = 0; j < QK; j++) y[j] = d * (float)q->qs[j];
+        }
+    }
+}
+
+/* Rows `rows[0..count)` of the [*, k] matrix in `w` as floats (all rows in order when NULL). */
+void wisp_widen(int kind, const void *w, const int64_t *rows, int64_t count, int64_t k,
+                float *out) {
+    int64_t nb = k / QK;
+    size_t row_bytes = (size_t)nb * (size_t)wisp_block_bytes(kind);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; i++) {
+        int64_t r = rows ? rows[i] : i;
+        widen_row(kind, (const char *)w + (size_t)r * row_bytes, nb, out + i * k);
+    }
+}
+
+#ifdef __AVX2__
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* The 32 weights of a block as bytes (unsigned for Q4_1, signed for Q8_0). */
+static inline __m256i load_q4(const q4_1 *b) {
+    __m128i raw = _mm_loadu_si128((const __m128i *)b->qs);
+    __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+    return _mm256_and_si256(both, _mm256_set1_epi8(15));
+}
+
+/* Sums of four byte products per 32-bit lane. No pair sum overflows 16 bits (|w| <= 127 or
+ * w <= 15, |x| <= 127), so the VNNI instruction and the AVX2 pair agree exactly. */
+static inline __m256 dot_bytes(__m256i unsigned_w, __m256i signed_x) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned_w, signed_x));
+#elif defined(__AVXVNNI__)
+    return _mm256_cvtepi32_ps(
+        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), unsigned_w, signed_x));
+#else
+    __m256i pairs = _mm256_maddubs_epi16(unsigned_w, signed_x);
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+#endif
+}
+
+/* One row of activations: two blocks a turn into two accumulators, the minimums as vectors. */
+static float dot_one(int kind, const void *w, const q8_1 *a, int64_t nb) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float mins = 0.0f;
+    int64_t b = 0;
+    if (kind == KIND_Q4_1) {
+        const q4_1 *q = (const q4_1 *)w;
+        for (; b + 1 < nb; b += 2) {
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)a[b].qs);
+            __m256i x1 = _mm256_loadu_si256((const __m256i *)a[b + 1].qs);
+            __m256 p0 = dot_bytes(load_q4(q + b), x0);
+            __m256 p1 = dot_bytes(load_q4(q + b + 1), x1);
+            acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps((float)q[b].d * a[b].d), acc0);
+            acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps((float)q[b + 1].d * a[b + 1].d), acc1);
+            mins += (float)q[b].m * a[b].s + (float)q[b + 1].m * a[b + 1].s;
+        }
+        for (; b < nb; b++) {
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)a[b].qs);
+            __m256 p0 = dot_bytes(load_q4(q + b), x0);
+            acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps((float)q[b].d * a[b].d), acc0);
+            mins += (float)q[b].m * a[b].s;
+        }
+    } else {
+        const q8_0 *q = (const q8_0 *)w;
+        for (; b + 1 < nb; b += 2) {
+            __m256i w0 = _mm256_loadu_si256((const __m256i *)q[b].qs);
+            __m256i w1 = _mm256_loadu_si256((const __m256i *)q[b + 1].qs);
+            __m256i x0 = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)a[b].qs), w0);
+            __m256i x1 = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)a[b + 1].qs), w1);
+            __m256 p0 = dot_bytes(_mm256_sign_epi8(w0, w0), x0);
+            __m256 p1 = dot_bytes(_mm256_sign_epi8(w1, w1), x1);
+            acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps((float)q[b].d * a[b].d), acc0);
+            acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps((float)q[b + 1].d * a[b + 1].d), acc1);
+        }
+        for (; b < nb; b++) {
+            __m256i w0 = _mm256_loadu_si256((const __m256i *)q[b].qs);
+            __m256i x0 = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)a[b].qs), w0);
+            __m256 p0 = dot_bytes(_mm256_sign_epi8(w0, w0), x0);
+            acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps((float)q[b].d * a[b].d), acc0);
+        }
+    }
+    return hsum(_mm256_add_ps(acc0, acc1)) + mins;
+}
+
+static void dot_row(int kind, const void *w, const q8_1 *a, int64_t nb, int rows, float *out) {
+    if (rows == 1) {
+        out[0] = dot_one(kind, w, a, nb);
+        return;
+    }
+    __m256 acc[MAX_ROWS];
+    float mins[MAX_ROWS];
+    for (int r = 0; r < rows; r++) {
+        acc[r] = _mm256_setzero_ps();
+        mins[r] = 0.0f;
+    }
+    if (kind == KIND_Q4_1) {
+        const q4_1 *q = (const q4_1 *)w;
+        for (int64_t b = 0; b < nb; b++) {
+            __m256i wq = load_q4(q + b);
+            float d = (float)q[b].d, m = (float)q[b].m;
+            for (int r = 0; r < rows; r++) {
+                const q8_1 *x = a + r * nb + b;
+                __m256i xq = _mm256_loadu_si256((const __m256i *)x->qs);
+                acc[r] = _mm256_fmadd_ps(dot_bytes(wq, xq), _mm256_set1_ps(d * x->d), acc[r]);
+                mins[r] += m * x->s;
+            }
+        }
+    } else {
+        const q8_0 *q = (const q8_0 *)w;
+        for (int64_t b = 0; b < nb; b++) {
+            __m256i wq = _mm256_loadu_si256((const __m256i *)q[b].qs);
+            __m256i magnitude = _mm256_sign_epi8(wq, wq);
+            float d = (float)q[b].d;
+            for (int r = 0; r < rows; r++) {
+                const q8_1 *x = a + r * nb + b;
+                __m256i xq = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)x->qs), wq);
+                acc[r] = _mm256_fmadd_ps(dot_bytes(magnitude, xq), _mm256_set1_ps(d * x->d), acc[r]);
+            }
+        }
+    }
+    for (int r = 0; r < rows; r++) out[r] = hsum(acc[r]) + mins[r];
+}
+#else
+static void dot_row(int kind, const void *w, const q8_1 *a, int64_t nb, int rows, float *out) {
+    for (int r = 0; r < rows; r++) {
+        float total = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            const q8_1 *x = a + r * nb + b;
+            int sum = 0;
+            if (kind == KIND_Q4_1) {
+                const q4_1 *q = (const q4_1 *)w + b;
+                for (int j = 0; j < QK / 2; j++)
+                    sum += (q->qs[j] & 15) * x->qs[j] + (q->qs[j] >> 4) * x->qs[j + QK / 2];
+                total += (float)q->d * x->d * (float)sum + (float)q->m * x->s;
+            } else {
+                const q8_0 *q = (const q8_0 *)w + b;
+                for (int j = 0; j < QK; j++) sum += q->qs[j] * x->qs[j];
+                total += (float)q->d * x->d * (float)sum;
+            }
+        }
+        out[r] = total;
+    }
+}
+#endif
+
+/* y[m, n] = x[m, k] @ w[n, k]^T on `threads` threads, x quantized to 8 bits per block. */
+void wisp_matmul(int kind, const void *w, int64_t n, int64_t k, const float *x, int64_t m,
+                 float *y, int threads) {
+    int64_t nb = k / QK;
+    size_t row_bytes = (size_t)nb * (size_t)wisp_block_bytes(kind);
+    q8_1 *a = malloc((size_t)(m * nb) * sizeof(q8_1));
+    if (!a) return;
+    for (int64_t i = 0; i < m * nb; i++) quantize_q8_1(x + i * QK, a + i);
+    int team = threads > 0 ? threads : 1;
+#pragma omp parallel for schedule(static) num_threads(team)
+    for (int64_t j = 0; j < n; j++) {
+        const void *row = (const char *)w + (size_t)j * row_bytes;
+        for (int64_t r0 = 0; r0 < m; r0 += MAX_ROWS) {
+            int rows = m - r0 < MAX_ROWS ? (int)(m - r0) : MAX_ROWS;
+            float out[MAX_ROWS];
+            dot_row(kind, row, a + r0 * nb, nb, rows, out);
+            for (int r = 0; r < rows; r++) y[(r0 + r) * n + j] = out[r];
+        }
+    }
+    free(a);
+}
+
+/* ---- One decoder layer for one new position per row (a decode step), all in place. ---- */
+
+static float dot(const float *a, const float *b, int64_t n) {
+    int64_t i = 0;
+    float total = 0.0f;
+#ifdef __AVX2__
+    __m256 acc = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    total = hsum(acc);
+#endif
+    for (; i < n; i++) total += a[i] * b[i];
+    return total;
+}
+
+static void add_scaled(float *out, const float *v, float p, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] += p * v[i];
+}
+
+static void rms_norm(const float *x, const float *w, float eps, int64_t n, float *y) {
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) sum += x[i] * x[i];
+    float scale = 1.0f / sqrtf(sum / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = w[i] * (x[i] * scale);
+}
+
+/* Llama's rotation: the two halves of each head turn by the angles whose cos/sin are given. */
+static void rotate(float *x, const float *cos, const float *sin, int64_t dim) {
+    int64_t half = dim / 2;
+    for (int64_t i = 0; i < half; i++) {
+        float a = x[i], b = x[i + half];
+        x[i] = a * cos[i] - b * sin[i];
+        x[i + half] = b * cos[i + half] + a * sin[i + half];
+    }
+}
+
+typedef struct {
+    int kind;
+    const void *qkv, *out, *gate_up, *down;
+    const float *qkv_bias; /* NULL without */
+    const float *norm_in, *norm_mid;
+    float eps_in, eps_mid;
+    int64_t hidden, inter, heads, kv_heads, dim;
+} layer_weights;
+
+/* hidden[m, h] += attention and MLP of layer `w`; the new keys and values go to position `pos`
+ * of `keys`/`values` ([m, kv_heads, capacity, dim] each), which then attend over 0..pos. */
+void wisp_decode_layer(const layer_weights *w, float *hidden, int64_t m, const float *cos,
+                       const float *sin, float *keys, float *values, int64_t capacity,
+                       int64_t pos, float scale, int threads) {
+    int64_t h = w->hidden, d = w->dim, nq = w->heads * d, nkv = w->kv_heads * d;
+    int64_t width = nq + 2 * nkv, group = w->heads / w->kv_heads, length = pos + 1;
+    float *x = malloc(sizeof(float) * (size_t)(m * h));
+    float *qkv = malloc(sizeof(float) * (size_t)(m * width));
+    float *att = malloc(sizeof(float) * (size_t)(m * nq));
+    float *mid = malloc(sizeof(float) * (size_t)(m * 2 * w->inter));
+    float *out = malloc(sizeof(float) * (size_t)(m * h));
+    if (!x || !qkv || !att || !mid || !out) goto done;
+    for (int64_t r = 0; r < m; r++) rms_norm(hidden + r * h, w->norm_in, w->eps_in, h, x + r * h);
+    wisp_matmul(w->kind, w->qkv, width, h, x, m, qkv, threads);
+    for (int64_t r = 0; r < m; r++) {
+        float *row = qkv + r * width;
+        if (w->qkv_bias)
+            for (int64_t i = 0; i < width; i++) row[i] += w->qkv_bias[i];
+        for (int64_t head = 0; head < w->heads + w->kv_heads; head++) rotate(row + head * d, cos, sin, d);
+        for (int64_t g = 0; g < w->kv_heads; g++) {
+            size_t at = (size_t)(((r * w->kv_heads + g) * capacity + pos) * d);
+            memcpy(keys + at, row + nq + g * d, sizeof(float) * (size_t)d);
+            memcpy(values + at, row + nq + nkv + g * d, sizeof(float) * (size_t)d);
+        }
+    }
+    int team = threads > 0 ? threads : 1;
+    int64_t tasks = m * w->heads;
+#pragma omp parallel for schedule(static) num_threads(team) if (tasks * length >= 4096)
+    for (int64_t t = 0; t < tasks; t++) {
+        int64_t r = t / w->heads, head = t % w->heads, g = head / group;
+        const float *q = qkv + r * width + head * d;
+        const float *k = keys + (size_t)((r * w->kv_heads + g) * capacity) * (size_t)d;
+        const float *v = values + (size_t)((r * w->kv_heads + g) * capacity) * (size_t)d;
+        float *o = att + r * nq + head * d;
+        float *scores = malloc(sizeof(float) * (size_t)length);
+        if (!scores) continue;
+        float top = -INFINITY, total = 0.0f;
+        for (int64_t p = 0; p < length; p++) {
+            scores[p] = dot(q, k + p * d, d) * scale;
+            top = scores[p] > top ? scores[p] : top;
+        }
+        for (int64_t p = 0; p < length; p++) {
+            scores[p] = expf(scores[p] - top);
+            total += scores[p];
+        }
+        memset(o, 0, sizeof(float) * (size_t)d);
+        for (int64_t p = 0; p < length; p++) add_scaled(o, v + p * d, scores[p] / total, d);
+        free(scores);
+    }
+    wisp_matmul(w->kind, w->out, h, nq, att, m, out, threads);
+    for (int64_t i = 0; i < m * h; i++) hidden[i] += out[i];
+    for (int64_t r = 0; r < m; r++) rms_norm(hidden + r * h, w->norm_mid, w->eps_mid, h, x + r * h);
+    wisp_matmul(w->kind, w->gate_up, 2 * w->inter, h, x, m, mid, threads);
+    for (int64_t r = 0; r < m; r++) {
+        float *gate = mid + r * 2 * w->inter, *up = gate + w->inter;
+        for (int64_t i = 0; i < w->inter; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+        if (r) memmove(mid + r * w->inter, gate, sizeof(float) * (size_t)w->inter);
+    }
+    wisp_matmul(w->kind, w->down, h, w->inter, mid, m, out, threads);
+    for (int64_t i = 0; i < m * h; i++) hidden[i] += out[i];
+done:
+    free(x);
+    free(qkv);
+    free(att);
+    free(mid);
+    free(out);
+}

@@ -1,0 +1,251 @@
+"""Weights packed in 4- and 8-bit blocks: the native kernels against plain torch arithmetic."""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+from pathlib import Path
+
+import pytest
+import torch
+from test_fast_llama import IDS, fast_logits, reference_logits
+from test_fast_llama import SIZES as FAST_SIZES
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from model_runtime.backend import ModelLoadError
+from model_runtime.local import LoadOptions, load_backend
+from model_runtime.local.fast_llama import (
+    FastLlama,
+    agrees_with,
+    packs_losslessly,
+    probe,
+    round_to_packing,
+    unpackable,
+)
+from model_runtime.local.packed import (
+    NATIVE_ROWS,
+    Q4_1,
+    Q8_0,
+    KernelError,
+    Packed,
+    library,
+    load_library,
+)
+
+SIZES = {**FAST_SIZES, "hidden_size": 64, "intermediate_size": 96}  # whole blocks of 32
+
+
+def on_grid(model, packing: str = "q4"):
+    """The model with its weights rounded as a GGUF file of that kind holds them (embeddings
+    Q8_0): packing such weights loses nothing, so what differs from transformers is the rounding
+    of activations alone, as with the bundled model."""
+    round_to_packing(model, packing)
+    return model
+
+
+def llama(**overrides: object) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    return on_grid(LlamaForCausalLM(LlamaConfig(**{**SIZES, **overrides})).eval())
+
+
+def qwen2() -> Qwen2ForCausalLM:
+    torch.manual_seed(1)
+    model = Qwen2ForCausalLM(Qwen2Config(**SIZES, tie_word_embeddings=True)).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_()
+    return on_grid(model)
+
+
+def close(got: torch.Tensor, want: torch.Tensor, share: float) -> bool:
+    return bool((got - want).abs().max() <= share * want.abs().max())
+
+
+# One block of 32: 16 levels of Q4_1 between a minimum and a maximum, or Q8_0's symmetric ones.
+LEVELS = torch.arange(32, dtype=torch.float32) % 16 * 0.25 - 1.5
+SYMMETRIC = torch.linspace(-127, 127, 32).round() / 64
+
+
+@pytest.mark.parametrize(
+    ("kind", "row", "bytes_per_block"),
+    [(Q4_1, LEVELS, 20), (Q8_0, SYMMETRIC, 34), (Q4_1, torch.zeros(32), 20)],
+)
+def test_values_on_the_grid_come_back_exactly(kind: int, row, bytes_per_block: int) -> None:
+    """What a GGUF block holds, dequantized, packs again into the same numbers."""
+    weight = torch.stack([row, row.flip(0) * 2])
+    packed = Packed(weight, kind)
+    assert packed.nbytes == 2 * bytes_per_block
+    assert torch.equal(packed.widen(), weight)
+    assert torch.equal(Packed(packed.widen(), kind).blocks, packed.blocks)
+
+
+@pytest.mark.parametrize(("kind", "levels"), [(Q4_1, 15), (Q8_0, 254)])
+def test_rounding_stays_within_half_a_step(kind: int, levels: int) -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(8, 96)
+    blocks = weight.view(8, 3, 32)
+    spread = blocks.amax(-1) - blocks.amin(-1) if kind == Q4_1 else 2 * blocks.abs().amax(-1)
+    step = (spread / levels).repeat_interleave(32, dim=1)
+    error = (Packed(weight, kind).widen() - weight).abs()
+    assert (error <= step * 0.5 + 1e-3).all()
+
+
+def test_rows_of_the_matrix_by_index() -> None:
+    weight = torch.randn(10, 64)
+    packed = Packed(weight, Q8_0)
+    rows = torch.tensor([[3, 9], [0, 3]])
+    assert torch.equal(packed.widen(rows), packed.widen()[rows])
+
+
+@pytest.mark.parametrize("kind", [Q4_1, Q8_0])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 9, NATIVE_ROWS, NATIVE_ROWS + 1])
+def test_products_match_the_widened_weights(kind: int, rows: int) -> None:
+    """Up to NATIVE_ROWS rows go through 8-bit activations (within 1%), more through torch."""
+    torch.manual_seed(rows)
+    packed = Packed(torch.randn(80, 96), kind)
+    x = torch.randn(1, rows, 96)
+    want = x @ packed.widen().T
+    got = packed.linear(x)
+    assert got.shape == (1, rows, 80)
+    assert close(got, want, 1e-2)
+    if rows > NATIVE_ROWS:
+        assert torch.allclose(got, want, atol=1e-5)
+    else:  # each row alone gives the same numbers: rows share weights, not rounding
+        alone = torch.cat([packed.linear(x[:, r : r + 1]) for r in range(rows)], dim=1)
+        assert torch.allclose(got, alone, rtol=1e-5, atol=1e-4)
+
+
+# The kernels' three paths: plain C, AVX2's pair of byte instructions, and VNNI's one.
+ARCHES = {"x86-64": "", "x86-64-v3": "avx2", "icelake-server": "avx512_vnni"}
+
+
+@pytest.mark.parametrize(("arch", "feature"), ARCHES.items())
+@pytest.mark.parametrize("kind", [Q4_1, Q8_0])
+def test_every_build_of_the_kernels_gives_the_same_products(
+    arch: str, feature: str, kind: int, tmp_path: Path, monkeypatch
+) -> None:
+    if platform.machine() != "x86_64" or feature not in Path("/proc/cpuinfo").read_text():
+        pytest.skip(f"this CPU cannot run the {arch} build")
+    monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(kind)
+    weight, x = torch.randn(40, 128), torch.randn(3, 128)
+    native, other = Packed(weight, kind), Packed(weight, kind, load_library(arch))
+    assert torch.equal(other.blocks, native.blocks)
+    assert torch.equal(other.widen(), native.widen())
+    for rows in (1, 3):
+        assert torch.allclose(other.linear(x[:rows]), native.linear(x[:rows]), rtol=1e-5, atol=1e-5)
+
+
+def test_a_row_that_is_not_whole_blocks_is_refused() -> None:
+    with pytest.raises(KernelError, match="not a whole number of blocks"):
+        Packed(torch.randn(4, 48), Q4_1)
+    odd = LlamaForCausalLM(LlamaConfig(**{**SIZES, "hidden_size": 48})).eval()
+    assert "blocks of 32" in (unpackable(odd) or "")
+    assert unpackable(llama()) is None
+
+
+@pytest.mark.parametrize("compiler", ["/nonexistent/cc", "false"])
+def test_without_a_working_compiler_the_kernels_say_why(
+    compiler: str, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", compiler)
+    with pytest.raises(KernelError, match=r"compiler|cannot build"):
+        load_library()
+    assert not list(tmp_path.rglob("*.so"))
+
+
+def test_the_build_is_kept_in_the_cache_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path))
+    lib = load_library()
+    built = list((tmp_path / "kernels").glob("blocks-*.so"))
+    assert len(built) == 1 and lib.wisp_block_bytes(Q4_1) == 20
+    stamp = built[0].stat().st_mtime_ns
+    load_library()
+    assert built[0].stat().st_mtime_ns == stamp  # loaded again, not rebuilt
+
+
+@pytest.mark.parametrize("make", [llama, qwen2, lambda: llama(num_key_value_heads=4)])
+@pytest.mark.parametrize("packing", ["q4", "q8"])
+def test_packed_logits_stay_close_to_transformers(make, packing: str) -> None:
+    model = on_grid(make(), packing)
+    want = reference_logits(model, IDS)
+    fast = FastLlama(model, packing=packing)
+    for splits in ([], [1, 2, 3, 10], list(range(1, 20))):  # chunks and native single steps
+        assert close(fast_logits(fast, IDS, splits), want, 5e-2)
+
+
+@pytest.mark.parametrize("make", [llama, qwen2])
+def test_native_step_equals_the_torch_layers_on_the_same_weights(make) -> None:
+    """The decode step in C (norms, rotation, cache, attention) against torch's operations,
+    which run a chunk of two positions; the first position's logits and keys must agree."""
+    fast = FastLlama(make(), packing="q4")
+    with torch.inference_mode():
+        cache, _ = fast.forward(IDS[:, :12], None)
+        _, native = fast.forward(IDS[:, 12:13], cache)
+        keys, values = cache.keys[:, :, :, :13].clone(), cache.values[:, :, :, :13].clone()
+        cache.crop(12)
+        _, chunk = fast.forward(IDS[:, 12:14], cache)
+    assert torch.allclose(native[0, 0], chunk[0, 0], atol=1e-5)
+    assert torch.allclose(keys, cache.keys[:, :, :, :13], atol=1e-5)
+    assert torch.allclose(values, cache.values[:, :, :, :13], atol=1e-5)
+
+
+def test_a_native_step_on_several_rows_equals_each_row_alone() -> None:
+    fast = FastLlama(llama(), packing="q4")
+    with torch.inference_mode():
+        cache, _ = fast.forward(IDS[:, :9], None)
+        cache.batch_repeat_interleave(3)
+        step = torch.tensor([[5], [17], [60]])
+        _, together = fast.forward(step, cache)
+        for row in range(3):
+            single, _ = fast.forward(IDS[:, :9], None)
+            _, alone = fast.forward(step[row : row + 1], single)
+            assert torch.allclose(together[row], alone[0], atol=1e-5)
+
+
+def test_packed_pass_releases_the_model_weights_and_passes_the_probe() -> None:
+    model = llama(tie_word_embeddings=True)
+    ids, want = probe(model)
+    fast = FastLlama(model, packing="q4")
+    assert agrees_with(fast, ids, want)
+    fast.release(model)
+    assert model.model.layers[0].mlp.up_proj.weight.numel() == 0
+    assert model.lm_head.weight.numel() == 0
+    assert close(
+        fast_logits(fast, IDS, [4]), reference_logits(llama(tie_word_embeddings=True), IDS), 5e-2
+    )
+    broken = FastLlama(llama(), packing="q4")
+    broken.layers[1].down = Packed(torch.randn(64, 96), Q4_1)  # not the model's weights
+    assert not agrees_with(broken, ids, want)
+    swapped = FastLlama(llama(), packing="q4")  # a layout slip: each layer gets the other's MLP
+    swapped.layers[0].down, swapped.layers[1].down = swapped.layers[1].down, swapped.layers[0].down
+    assert not agrees_with(swapped, ids, want)
+
+
+def test_packing_needs_fp32_activations() -> None:
+    with pytest.raises(KernelError, match="fp32"):
+        FastLlama(llama(torch_dtype=torch.bfloat16).to(torch.bfloat16), packing="q4")
+
+
+def test_explicit_packing_that_cannot_run_is_a_clear_load_error(
+    random_model: Path, monkeypatch
+) -> None:
+    from model_runtime.local import loading
+
+    monkeypatch.setattr(loading, "unpackable", lambda model: "no C compiler ('cc')")
+    with pytest.raises(ModelLoadError, match="'q4' cannot be used: no C compiler"):
+        load_backend(LoadOptions(str(random_model), quantization="q4"))
+    auto = load_backend(LoadOptions(str(random_model)))  # auto goes on without packing
+    assert auto.fast is not None and auto.fast.packing is None
+
+
+def test_the_library_is_built_once_per_process() -> None:
+    assert library() is library() and isinstance(library(), ctypes.CDLL)
+
+
+def test_only_weights_already_in_blocks_pack_without_loss() -> None:
+    assert packs_losslessly(llama(), "q4")
+    torch.manual_seed(0)
+    assert not packs_losslessly(LlamaForCausalLM(LlamaConfig(**SIZES)).eval(), "q4")
