@@ -13,10 +13,11 @@ from test_fast_llama import SIZES as FAST_SIZES
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from model_runtime.backend import ModelLoadError
-from model_runtime.local import LoadOptions, load_backend
+from model_runtime.local import LoadOptions, fast_llama, load_backend
 from model_runtime.local.fast_llama import (
     FastLlama,
     agrees_with,
+    faster_prefill,
     packs_losslessly,
     probe,
     round_to_packing,
@@ -32,6 +33,8 @@ from model_runtime.local.packed import (
     load_library,
 )
 
+# A prompt long enough that its prefill widens the weights.
+LONG = torch.arange(80).unsqueeze(0) * 13 % 97
 SIZES = {**FAST_SIZES, "hidden_size": 64, "intermediate_size": 96}  # whole blocks of 32
 
 
@@ -135,6 +138,43 @@ def test_every_build_of_the_kernels_gives_the_same_products(
     assert torch.equal(other.widen(), native.widen())
     for rows in (1, 3):
         assert torch.allclose(other.linear(x[:rows]), native.linear(x[:rows]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", [Q4_1, Q8_0])
+def test_bf16_widening_rounds_each_weight_to_the_nearest(kind: int) -> None:
+    packed = Packed(torch.randn(24, 96) * 3, kind)
+    assert torch.equal(packed.widen_bf16(), packed.widen().to(torch.bfloat16))
+
+
+def test_many_rows_multiply_in_the_chosen_dtype() -> None:
+    torch.manual_seed(5)
+    packed = Packed(torch.randn(80, 96), Q4_1)
+    x = torch.randn(2, NATIVE_ROWS, 96)
+    want = x @ packed.widen().T
+    packed.wide = torch.bfloat16
+    got = packed.linear(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert close(got, want, 2e-2) and not torch.allclose(got, want, atol=1e-5)
+    packed.wide = torch.float32
+    assert torch.allclose(packed.linear(x), want, atol=1e-5)
+
+
+@pytest.mark.parametrize(("bf16_s", "want"), [(0.6, torch.bfloat16), (0.7, torch.float32)])
+def test_bf16_prefill_is_taken_only_for_a_clear_gain(bf16_s: float, want, monkeypatch) -> None:
+    fast = FastLlama(llama(), packing="q4")
+    ticks = iter([0.0, 1.0, 2.0, 2.0 + bf16_s])
+    monkeypatch.setattr(fast_llama.time, "perf_counter", lambda: next(ticks))
+    assert faster_prefill(fast, rounds=1) == want
+    fast.widen_in(want)
+    assert {w.wide for w in (fast.layers[1].down, fast.lm_head)} == {want}
+
+
+def test_a_bf16_prefill_stays_close_to_transformers() -> None:
+    model = llama()
+    want = reference_logits(model, LONG)
+    fast = FastLlama(model, packing="q4")
+    fast.widen_in(torch.bfloat16)
+    assert close(fast_logits(fast, LONG, [NATIVE_ROWS + 8]), want, 5e-2)
 
 
 def test_a_row_that_is_not_whole_blocks_is_refused() -> None:

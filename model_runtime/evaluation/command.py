@@ -77,7 +77,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument(
-        "--quantization", choices=("auto", "none", "bf16", "int8", "int4"), default="auto"
+        "--quantization",
+        choices=("auto", "none", "bf16", "q4", "q8", "int8", "int4"),
+        default="auto",
     )
     parser.add_argument(
         "--max-new-tokens", type=_positive_int, default=128, help="generation budget per task"

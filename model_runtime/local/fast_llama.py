@@ -186,6 +186,16 @@ class FastLlama:
         self.final_norm = _own(inner.norm, "weight", self.dtype)
         self.final_eps = _eps(inner.norm)
 
+    def widen_in(self, dtype: torch.dtype) -> None:
+        """Multiply products of many rows (prefill) in `dtype`, for packed weights."""
+        for layer in self.layers:
+            for weight in (layer.qkv, layer.out, layer.gate_up, layer.down):
+                if isinstance(weight, Packed):
+                    weight.wide = dtype
+        for weight in (self.embed, self.lm_head):
+            if isinstance(weight, Packed):
+                weight.wide = dtype
+
     def release(self, model: Any) -> None:
         """Empty the weights of `model`'s linear and embedding modules: packed ones are used.
 
@@ -484,6 +494,35 @@ def round_to_packing(model: Any, packing: str) -> None:
 
 def _projections(block: Any) -> list[nn.Linear]:
     return [m for m in block.children() if isinstance(m, nn.Linear)]
+
+
+def faster_prefill(fast: FastLlama, rows: int = 128, rounds: int = 3) -> torch.dtype:
+    """bf16 when it multiplies prefill-shaped products of packed weights (widened per product)
+    at least 1.5 times as fast as fp32 here, as on CPUs with AMX; else fp32.
+
+    bf16 rounds the activations of the prompt to 8 bits of mantissa, as a decode step rounds
+    them to 8-bit integers, so only a clear gain is worth it.
+    """
+    layer = fast.layers[0]
+    weights = [w for w in (layer.qkv, layer.gate_up, layer.down) if isinstance(w, Packed)]
+    if not weights:
+        return torch.float32
+    inputs = [torch.randn(rows, w.shape[1]) for w in weights]
+
+    def best(dtype: torch.dtype) -> float:
+        times = []
+        with torch.inference_mode():
+            for _ in range(rounds):
+                started = time.perf_counter()
+                for x, w in zip(inputs, weights, strict=True):
+                    w.wide = dtype
+                    w.linear(x)
+                times.append(time.perf_counter() - started)
+        return min(times)
+
+    fp32, bf16 = best(torch.float32), best(torch.bfloat16)
+    log.info("prefill-shaped products: fp32 %.1f ms, bf16 %.1f ms", fp32 * 1e3, bf16 * 1e3)
+    return torch.bfloat16 if bf16 * 1.5 <= fp32 else torch.float32
 
 
 def fastest_weights(model: Any, choices: list[str], layers: int = 8, rounds: int = 3) -> str:

@@ -23,6 +23,7 @@ from model_runtime.healing import TokenTable, vocab_bytes
 from model_runtime.local.fast_llama import (
     FastLlama,
     agrees_with,
+    faster_prefill,
     fastest_weights,
     packs_losslessly,
     probe,
@@ -222,6 +223,8 @@ def _lean(model: Any, scheme: str, device: str) -> FastLlama | None:
         model.to(fast.weight_dtype)  # what it holds now; transformers runs in that dtype
         return None
     fast.release(model)
+    if fast.packing:
+        fast.widen_in(faster_prefill(fast))
     log.info("lean forward pass, weights %s", fast.packing or fast.weight_dtype)
     return fast
 

@@ -130,6 +130,22 @@ void wisp_widen(int kind, const void *w, const int64_t *rows, int64_t count, int
     }
 }
 
+/* The whole [n, k] matrix as bf16 (rounded to nearest even), for CPUs that multiply bf16 fast. */
+void wisp_widen_bf16(int kind, const void *w, int64_t n, int64_t k, uint16_t *out) {
+    int64_t nb = k / QK;
+    size_t block_bytes = (size_t)wisp_block_bytes(kind);
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < n * nb; b++) {
+        float y[QK];
+        widen_row(kind, (const char *)w + (size_t)b * block_bytes, 1, y);
+        for (int j = 0; j < QK; j++) {
+            uint32_t bits;
+            memcpy(&bits, &y[j], sizeof bits);
+            out[b * QK + j] = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+        }
+    }
+}
+
 #ifdef __AVX2__
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
