@@ -232,6 +232,20 @@ def test_native_step_equals_the_torch_layers_on_the_same_weights(make) -> None:
     assert torch.allclose(values, cache.values[:, :, :, :13], atol=1e-5)
 
 
+@pytest.mark.parametrize("length", [65, 300, 1100])  # spans of positions; 1100: on threads
+@pytest.mark.parametrize("rows", [1, 2])
+def test_native_attention_over_long_contexts(length: int, rows: int) -> None:
+    fast = FastLlama(llama(max_position_embeddings=2048), packing="q4")
+    ids = (torch.arange(length + 2) * 13 % 97).unsqueeze(0).repeat(rows, 1)
+    ids[-1, :7] = 3  # rows differ
+    with torch.inference_mode():
+        cache, _ = fast.forward(ids[:, :length], None)
+        _, native = fast.forward(ids[:, length : length + 1], cache)
+        cache.crop(length)
+        _, chunk = fast.forward(ids[:, length : length + 2], cache)
+    assert torch.allclose(native[:, 0], chunk[:, 0], atol=1e-4)
+
+
 def test_a_native_step_on_several_rows_equals_each_row_alone() -> None:
     fast = FastLlama(llama(), packing="q4")
     with torch.inference_mode():
