@@ -275,6 +275,24 @@ def test_loader_falls_back_when_the_probe_disagrees(random_model: Path, monkeypa
     assert ask(backend, PROMPTS[0], max_new_tokens=4).candidates
 
 
+def test_packing_lets_go_of_the_mapped_file_and_a_fallback_reads_it_again(
+    grid_model: Path, monkeypatch
+) -> None:
+    dropped: list[int] = []
+    real = loading_module.drop_file_pages
+    monkeypatch.setattr(loading_module, "drop_file_pages", lambda b: dropped.append(real(b)))
+    packed = load_backend(LoadOptions(str(grid_model), quantization="q4"))
+    assert packed.fast is not None and dropped and dropped[0] > 0
+    monkeypatch.setattr(loading_module, "agrees_with", lambda *a: False)
+    fallback = load_backend(LoadOptions(str(grid_model), quantization="q4"))
+    plain = load_backend(LoadOptions(str(grid_model), quantization="none"))
+    plain.fast = None
+    assert fallback.fast is None
+    for prompt in PROMPTS:
+        want = ask(plain, prompt, max_new_tokens=8).candidates[0].token_ids
+        assert ask(fallback, prompt, max_new_tokens=8).candidates[0].token_ids == want
+
+
 def test_folder_model_loads_through_from_pretrained(tmp_path: Path) -> None:
     folder = build_tiny_model(tmp_path / "m")
     model = AutoModelForCausalLM.from_pretrained(folder)

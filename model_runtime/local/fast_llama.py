@@ -35,6 +35,7 @@ from model_runtime.local.packed import (
     Packed,
     library,
 )
+from model_runtime.local.pages import drop_file_pages
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,11 @@ class FastLlama:
     """
 
     def __init__(
-        self, model: Any, weight_dtype: torch.dtype | None = None, packing: str | None = None
+        self,
+        model: Any,
+        weight_dtype: torch.dtype | None = None,
+        packing: str | None = None,
+        let_go: bool = False,
     ) -> None:
         config = model.config
         inner = model.model
@@ -167,6 +172,8 @@ class FastLlama:
         if packing is not None:
             self.embed = Packed(inner.embed_tokens.weight, Q8_0)
             self.lm_head = self.embed if tied else Packed(model.lm_head.weight, Q8_0)
+            if let_go:
+                drop_file_pages([inner.embed_tokens.weight, model.lm_head.weight])
         else:
             self.embed = _own(inner.embed_tokens, "weight", self.weight_dtype)
             if tied:
@@ -182,7 +189,11 @@ class FastLlama:
         )
         self.scale = self.head_dim**-0.5
         shape = (self.heads, self.kv_heads, self.head_dim)
-        self.layers = [_Layer(layer, self.weight_dtype, packing, shape) for layer in inner.layers]
+        self.layers = []
+        for layer in inner.layers:
+            self.layers.append(_Layer(layer, self.weight_dtype, packing, shape))
+            if let_go and packing is not None:
+                drop_file_pages(layer.parameters())
         self.final_norm = _own(inner.norm, "weight", self.dtype)
         self.final_eps = _eps(inner.norm)
 
@@ -411,13 +422,25 @@ def unsupported(model: Any) -> str | None:
     return None
 
 
-def probe(model: Any, length: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids of a fixed probe and transformers' logits for them (before `FastLlama`)."""
+def probe(model: Any, length: int = 12, let_go: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of a fixed probe and transformers' logits for them (before `FastLlama`).
+
+    With `let_go`, each layer's weights leave memory once the layer has run (`drop_file_pages`).
+    """
     vocab = int(model.config.vocab_size)
     device = model.lm_head.weight.device
     ids = ((torch.arange(length + 1, device=device) * 7919 + 11) % vocab).unsqueeze(0)
-    with torch.inference_mode():
-        return ids, model(ids, use_cache=False).logits.float()
+
+    def done(module: nn.Module, *_: Any) -> None:  # a hook's answer would replace the output
+        drop_file_pages(module.parameters())
+
+    hooks = [layer.register_forward_hook(done) for layer in (model.model.layers if let_go else [])]
+    try:
+        with torch.inference_mode():
+            return ids, model(ids, use_cache=False).logits.float()
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def agrees_with(fast: FastLlama, ids: torch.Tensor, want: torch.Tensor) -> bool:

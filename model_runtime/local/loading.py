@@ -34,6 +34,7 @@ from model_runtime.local.fast_llama import (
 from model_runtime.local.generation import TransformersBackend
 from model_runtime.local.gguf import Report, converted_folder, find_gguf
 from model_runtime.local.packed import KINDS
+from model_runtime.local.pages import drop_file_pages
 from model_runtime.templates import detect_template, get_template
 
 log = logging.getLogger(__name__)
@@ -210,14 +211,21 @@ def _lean(model: Any, scheme: str, device: str) -> FastLlama | None:
         else:
             log.info("4-bit weights are not tried: %s", why)
         choice = fastest_weights(model, choices)
+    # Packed weights let go of the file's pages as they go (`drop_file_pages`), unless rounding
+    # wrote to them.
+    let_go = choice in KINDS
     if choice in KINDS and not packs_losslessly(model, choice):
         log.info("packing the weights as %s rounds them", choice)
         round_to_packing(model, choice)
-    ids, want = probe(model)
+        let_go = False
+    if let_go:
+        drop_file_pages(model.parameters())
+    ids, want = probe(model, let_go=let_go)
     fast = FastLlama(
         model,
         torch.bfloat16 if choice == "bf16" else None,
         choice if choice in KINDS else None,
+        let_go=let_go,
     )
     if not agrees_with(fast, ids, want):
         model.to(fast.weight_dtype)  # what it holds now; transformers runs in that dtype
