@@ -211,7 +211,9 @@ end
 function scenarios.bundled()
   local bufnr, client = open("add.py", { "def add(a, b):" })
   out.opener = accept_after(bufnr, "A<CR>") -- the indent plugin puts the cursor in column 4
-  vim.api.nvim_buf_set_lines(bufnr, 0, -1, true, { "import os", "" })
+  -- Two imports: after one alone, 4-bit weights tip the bundled model from `def` to a comment
+  -- that wisp cuts (a near tie), and no suggestion shows.
+  vim.api.nvim_buf_set_lines(bufnr, 0, -1, true, { "import os", "import sys", "" })
   out.top_level = accept_after(bufnr, "Go") -- after a blank line: column 0
 
   require("wisp").configure({ numCandidates = 3, temperature = 1.0, maxNewTokens = 12 })
