@@ -20,19 +20,21 @@ from transformers import (
 )
 
 from model_runtime.backend import GenerationRequest, SamplingParams
-from model_runtime.local import LoadOptions, fast_llama, load_backend
+from model_runtime.local import LoadOptions, load_backend, probes
 from model_runtime.local import loading as loading_module
 from model_runtime.local.fast_llama import (
     FastLlama,
     GrowingKv,
+    unsupported,
+)
+from model_runtime.local.kv_cache import crop_to, croppable
+from model_runtime.local.probes import (
     agrees_with,
     fastest_weights,
     packs_losslessly,
     probe,
     round_to_packing,
-    unsupported,
 )
-from model_runtime.local.kv_cache import crop_to, croppable
 
 SIZES = dict(
     vocab_size=97,
@@ -197,7 +199,7 @@ def test_the_fastest_weights_are_kept_only_when_clearly_faster(
     """One timed round each on a fake clock: fp32 products take 1 s, the others as given."""
     model = llama(hidden_size=64, intermediate_size=96)
     ticks = iter([0.0, 1.0, 1.0, 1.0 + bf16_s, 3.0, 3.0 + q4_s])
-    monkeypatch.setattr(fast_llama.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(probes.time, "perf_counter", lambda: next(ticks))
     assert fastest_weights(model, ["none", "bf16", "q4"], rounds=1) == want
 
 

@@ -25,7 +25,14 @@ def test_only_the_local_backend_imports_torch_or_transformers() -> None:
     heavy = sorted(p.relative_to(ROOT).as_posix() for p in serving if _imports(p) & HEAVY)
     assert heavy == []  # model_runtime/local/ is the one package that may
     local = {p.name for p in ROOT.glob("model_runtime/local/*.py") if _imports(p) & HEAVY}
-    assert local == {"fast_llama.py", "gguf.py", "generation.py", "loading.py", "packed.py"}
+    assert local == {
+        "fast_llama.py",
+        "gguf.py",
+        "generation.py",
+        "loading.py",
+        "packed.py",
+        "probes.py",
+    }
 
 
 def test_model_runtime_knows_nothing_of_lsp() -> None:

@@ -13,15 +13,9 @@ from test_fast_llama import SIZES as FAST_SIZES
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from model_runtime.backend import ModelLoadError
-from model_runtime.local import LoadOptions, fast_llama, load_backend
+from model_runtime.local import LoadOptions, load_backend, probes
 from model_runtime.local.fast_llama import (
     FastLlama,
-    agrees_with,
-    faster_prefill,
-    packs_losslessly,
-    probe,
-    round_to_packing,
-    unpackable,
 )
 from model_runtime.local.packed import (
     NATIVE_ROWS,
@@ -31,6 +25,14 @@ from model_runtime.local.packed import (
     Packed,
     library,
     load_library,
+)
+from model_runtime.local.probes import (
+    agrees_with,
+    faster_prefill,
+    packs_losslessly,
+    probe,
+    round_to_packing,
+    unpackable,
 )
 
 # A prompt long enough that its prefill widens the weights.
@@ -163,7 +165,7 @@ def test_many_rows_multiply_in_the_chosen_dtype() -> None:
 def test_bf16_prefill_is_taken_only_for_a_clear_gain(bf16_s: float, want, monkeypatch) -> None:
     fast = FastLlama(llama(), packing="q4")
     ticks = iter([0.0, 1.0, 2.0, 2.0 + bf16_s])
-    monkeypatch.setattr(fast_llama.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(probes.time, "perf_counter", lambda: next(ticks))
     assert faster_prefill(fast, rounds=1) == want
     fast.widen_in(want)
     assert {w.wide for w in (fast.layers[1].down, fast.lm_head)} == {want}

@@ -23,6 +23,13 @@ from model_runtime.backend import ModelLoadError, first_line
 from model_runtime.healing import TokenTable, vocab_bytes
 from model_runtime.local.fast_llama import (
     FastLlama,
+    unsupported,
+)
+from model_runtime.local.generation import TransformersBackend
+from model_runtime.local.gguf import Report, converted_folder, find_gguf
+from model_runtime.local.packed import KINDS
+from model_runtime.local.pages import drop_file_pages
+from model_runtime.local.probes import (
     agrees_with,
     faster_prefill,
     fastest_weights,
@@ -30,12 +37,7 @@ from model_runtime.local.fast_llama import (
     probe,
     round_to_packing,
     unpackable,
-    unsupported,
 )
-from model_runtime.local.generation import TransformersBackend
-from model_runtime.local.gguf import Report, converted_folder, find_gguf
-from model_runtime.local.packed import KINDS
-from model_runtime.local.pages import drop_file_pages
 from model_runtime.templates import detect_template, get_template
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,189 @@
+"""Load-time checks and choices for the lean forward pass (`fast_llama`).
+
+Whether it computes what transformers computes (`probe`, `agrees_with`), whether and how the
+weights pack into blocks (`unpackable`, `packs_losslessly`, `round_to_packing`), and which form
+runs fastest on this machine (`fastest_weights` for decode, `faster_prefill` for prefill).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model_runtime.local.fast_llama import FastLlama, Weight, linear
+from model_runtime.local.packed import BLOCK, KINDS, Q8_0, KernelError, Packed, library
+from model_runtime.local.pages import drop_file_pages
+
+log = logging.getLogger(__name__)
+
+
+def probe(model: Any, length: int = 12, let_go: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of a fixed probe and transformers' logits for them (before `FastLlama`).
+
+    With `let_go`, each layer's weights leave memory once the layer has run (`drop_file_pages`).
+    """
+    vocab = int(model.config.vocab_size)
+    device = model.lm_head.weight.device
+    ids = ((torch.arange(length + 1, device=device) * 7919 + 11) % vocab).unsqueeze(0)
+
+    def done(module: nn.Module, *_: Any) -> None:  # a hook's answer would replace the output
+        drop_file_pages(module.parameters())
+
+    hooks = [layer.register_forward_hook(done) for layer in (model.model.layers if let_go else [])]
+    try:
+        with torch.inference_mode():
+            return ids, model(ids, use_cache=False).logits.float()
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def agrees_with(fast: FastLlama, ids: torch.Tensor, want: torch.Tensor) -> bool:
+    """Whether the lean pass gives `want` (see `probe`) for the probe, as a prefill and a step.
+
+    With weights as loaded the logits must match to 1e-3 of their scale. Narrower weights
+    (bf16 keeps 8 bits of mantissa) get 5e-2; packed ones 0.15, since their products also round
+    the activations to 8 bits, and on SmolLM2-135M that alone moves the largest logit by 8%.
+    Both must also point the same way at every position (cosine at least 0.999): on that model
+    two swapped projections give 0.27 of the scale and a cosine of 0.994, a swapped layer 0.45
+    and 0.95.
+    """
+    with torch.inference_mode():
+        cache, head = fast.forward(ids[:, :-1], None)
+        _, step = fast.forward(ids[:, -1:], cache)
+    got = torch.cat([head, step], dim=1).float()
+    error = (got - want).abs().max().item() / max(1.0, want.abs().max().item())
+    exact = fast.weight_dtype == fast.dtype and fast.packing is None
+    share = 1e-3 if exact else 0.15 if fast.packing else 5e-2
+    cosine = 1.0 if exact else F.cosine_similarity(got, want, dim=-1).min().item()
+    if not (error <= share and cosine >= 0.999):
+        log.warning(
+            "the lean forward pass disagrees with transformers (error %.2g of the scale, "
+            "cosine %.4f); not used",
+            error,
+            cosine,
+        )
+        return False
+    return True
+
+
+def unpackable(model: Any) -> str | None:
+    """Why the model's weights cannot be packed into blocks here, or None when they can."""
+    try:
+        library()
+    except KernelError as exc:
+        return str(exc)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear | nn.Embedding) and module.weight.shape[1] % BLOCK:
+            return f"{name} has rows of {module.weight.shape[1]} weights, not blocks of {BLOCK}"
+    return None
+
+
+def packs_losslessly(model: Any, packing: str, share: float = 1e-3) -> bool:
+    """Whether packing gives the weights back to `share` of their scale: a model read from a
+    GGUF file of that kind (or finer) does, so packing it costs no precision.
+
+    Checks the first layer's projections and the first rows of the embeddings.
+    """
+    layer = model.model.layers[0]
+    kind = KINDS[packing]
+    samples = [(module.weight, kind) for module in (layer.self_attn.q_proj, layer.mlp.down_proj)]
+    samples.append((model.model.embed_tokens.weight[:1024], Q8_0))
+    for weight, form in samples:
+        wide = weight.detach().float()
+        if (Packed(wide, form).widen() - wide).abs().max() > share * wide.abs().max():
+            return False
+    return True
+
+
+def round_to_packing(model: Any, packing: str) -> None:
+    """Round the model's weights, in place, to what packing them keeps (see `FastLlama`).
+
+    Then transformers' forward computes with the same weights as the packed pass, and the probe
+    measures only how the two compute, not what packing loses.
+    """
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for module in (*_projections(layer.self_attn), *_projections(layer.mlp)):
+                module.weight.copy_(Packed(module.weight.detach().float(), KINDS[packing]).widen())
+        for module in {id(m): m for m in (model.model.embed_tokens, model.lm_head)}.values():
+            module.weight.copy_(Packed(module.weight.detach().float(), Q8_0).widen())
+
+
+def _projections(block: Any) -> list[nn.Linear]:
+    return [m for m in block.children() if isinstance(m, nn.Linear)]
+
+
+def faster_prefill(fast: FastLlama, rows: int = 128, rounds: int = 3) -> torch.dtype:
+    """bf16 when it multiplies prefill-shaped products of packed weights (widened per product)
+    at least 1.5 times as fast as fp32 here, as on CPUs with AMX; else fp32.
+
+    bf16 rounds the activations of the prompt to 8 bits of mantissa, as a decode step rounds
+    them to 8-bit integers, so only a clear gain is worth it.
+    """
+    layer = fast.layers[0]
+    weights = [w for w in (layer.qkv, layer.gate_up, layer.down) if isinstance(w, Packed)]
+    if not weights:
+        return torch.float32
+    inputs = [torch.randn(rows, w.shape[1]) for w in weights]
+
+    def best(dtype: torch.dtype) -> float:
+        times = []
+        with torch.inference_mode():
+            for _ in range(rounds):
+                started = time.perf_counter()
+                for x, w in zip(inputs, weights, strict=True):
+                    w.wide = dtype
+                    w.linear(x)
+                times.append(time.perf_counter() - started)
+        return min(times)
+
+    fp32, bf16 = best(torch.float32), best(torch.bfloat16)
+    log.info("prefill-shaped products: fp32 %.1f ms, bf16 %.1f ms", fp32 * 1e3, bf16 * 1e3)
+    return torch.bfloat16 if bf16 * 1.5 <= fp32 else torch.float32
+
+
+def fastest_weights(model: Any, choices: list[str], layers: int = 8, rounds: int = 3) -> str:
+    """Which of `choices` ("none", "bf16", "q4", "q8") runs decode-shaped products fastest here.
+
+    Times one row through the projections of the first `layers` layers (more bytes than a CPU
+    cache holds, as in a real step) in each form. Another form must beat the weights as loaded
+    ("none") by 10% to be chosen.
+    """
+    names = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    wide = [
+        getattr(getattr(layer, part), name).weight.detach()
+        for layer in model.model.layers[:layers]
+        for part, name in ((p, n) for n in names for p in ("self_attn", "mlp"))
+        if hasattr(getattr(layer, part), name)
+    ]
+    activations = model.model.norm.weight.dtype
+    inputs = [torch.ones(1, 1, w.shape[1], dtype=activations, device=w.device) for w in wide]
+
+    def weights(choice: str) -> list[Weight]:
+        if choice in KINDS:
+            return [Packed(w, KINDS[choice]) for w in wide]
+        return [w.to(torch.bfloat16) for w in wide] if choice == "bf16" else list(wide)
+
+    def best(choice: str) -> float:
+        form, times = weights(choice), []
+        with torch.inference_mode():
+            for _ in range(rounds):
+                started = time.perf_counter()
+                for x, w in zip(inputs, form, strict=True):
+                    linear(x, w)
+                times.append(time.perf_counter() - started)
+        return min(times)
+
+    seconds = {choice: best(choice) for choice in choices}
+    log.info(
+        "decode-shaped products: %s",
+        ", ".join(f"{choice} {s * 1e3:.1f} ms" for choice, s in seconds.items()),
+    )
+    fastest = min(seconds, key=seconds.__getitem__)
+    return fastest if seconds[fastest] < seconds.get("none", float("inf")) * 0.9 else "none"
