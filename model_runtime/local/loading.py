@@ -204,6 +204,7 @@ def _lean(model: Any, scheme: str, device: str) -> FastLlama | None:
             model.to(torch.bfloat16)
         return None
     choice = scheme
+    lossless = scheme in KINDS and packs_losslessly(model, scheme)
     if scheme == "auto":
         choices = ["none", "bf16"]
         why = unpackable(model)
@@ -214,13 +215,12 @@ def _lean(model: Any, scheme: str, device: str) -> FastLlama | None:
         else:
             log.info("4-bit weights are not tried: %s", why)
         choice = fastest_weights(model, choices)
-    # Packed weights let go of the file's pages as they go (`drop_file_pages`), unless rounding
-    # wrote to them.
-    let_go = choice in KINDS
-    if choice in KINDS and not packs_losslessly(model, choice):
+        lossless = choice == "q4"
+    if choice in KINDS and not lossless:
         log.info("packing the weights as %s rounds them", choice)
         round_to_packing(model, choice)
-        let_go = False
+    # Packed weights let go of the file's pages as they go, unless rounding wrote to them.
+    let_go = choice in KINDS and lossless
     if let_go:
         drop_file_pages(model.parameters())
     ids, want = probe(model, let_go=let_go)
