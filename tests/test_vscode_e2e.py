@@ -402,8 +402,12 @@ def test_block_after_enter_keeps_vscode_indentation(extensions_dir: Path, tmp_pa
     """The bundled model, and VS Code's own indentation after a block opener: accepting the
     suggestion on the auto-indented line must not add indentation of its own."""
     workspace, source, server_log = _workspace(tmp_path)
+    # fp32 weights: with 4-bit ones the bundled model's first token here is a near tie between
+    # a newline with 4 spaces and one with 8, and which wins depends on how the typing split
+    # the prompt into prefill chunks (seen once in four runs).
+    settings = _settings(server_log, quantization="none")
     with (
-        code_server(extensions_dir, tmp_path, workspace, _settings(server_log)) as url,
+        code_server(extensions_dir, tmp_path, workspace, settings) as url,
         browser_page(tmp_path) as page,
     ):
         window = Workbench(page, tmp_path, server_log)
