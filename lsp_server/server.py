@@ -135,7 +135,8 @@ class WispServer(LanguageServer):
         self._load_task = self.spawn(self._load(self.settings))
 
     async def _load(self, settings: Settings) -> None:
-        from lsp_server.loading import load_engine  # heavy imports stay off the start-up path
+        # heavy imports stay off the start-up path
+        from lsp_server.loading import in_own_thread, load_engine
 
         self.engine = None
         progress = await self._begin_progress("Loading model")
@@ -146,7 +147,7 @@ class WispServer(LanguageServer):
             loop.call_soon_threadsafe(self._report_loading, progress, message, percent)
 
         try:
-            engine = await asyncio.to_thread(load_engine, settings, report)
+            engine = await in_own_thread(lambda: load_engine(settings, report))
         except ModelLoadError as exc:
             self.tell_user(types.MessageType.Error, f"cannot load the model: {exc}")
             self.publish_status("error", str(exc))

@@ -125,7 +125,7 @@ async def test_cancel_request_stops_generation(x_model: Path) -> None:
     future = session.client.protocol.send_request(
         types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="slow-one"
     )
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.02)  # 512 tokens take the tiny model 0.1-0.2 s
     session.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="slow-one"))
     with pytest.raises(JsonRpcRequestCancelled):
         await asyncio.wrap_future(future)
@@ -138,11 +138,13 @@ async def test_cancel_request_stops_generation(x_model: Path) -> None:
 
 
 async def test_newer_request_supersedes_older(x_model: Path) -> None:
-    session, _ = await start({"model": str(x_model), "maxNewTokens": 400, "multiline": "always"})
+    session, _ = await start({"model": str(x_model), "maxNewTokens": 512, "multiline": "always"})
     await session.wait_state("ready")
     session.open(URI, "x = \n")
+    # 512 tokens of the tiny model take 0.1-0.2 s: the second request comes while the first runs
+    # (or waits its turn; it is superseded either way).
     first = asyncio.ensure_future(session.inline(URI, 0, 4))
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.02)
     second = await session.inline(URI, 0, 4)
     assert not (await first).items
     assert second.items and len(second.items[0].insert_text) > 0
