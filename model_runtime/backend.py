@@ -133,3 +133,7 @@ class Prefills(Protocol):
         """Compute what `generate` would reuse for `request`, stopping at a cancel between
         small chunks and keeping what was done; how many positions it computed."""
         ...
+
+    def forget(self, key: str) -> None:
+        """Let go of what is kept for the document `key` (`GenerationRequest.cache_key`)."""
+        ...

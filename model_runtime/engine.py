@@ -187,6 +187,15 @@ class CompletionEngine:
         asked, _ = self._ask(ctx, request, self.options, time.perf_counter())
         return backend.prefill(asked, cancel)
 
+    def forget(self, path: str) -> None:
+        """The document at `path` was closed: drop what the backend keeps for it, and its anchor.
+
+        Answers in the result cache stay: they are small, and right again if it is reopened.
+        """
+        self._anchors.pop(path, None)
+        if isinstance(self.backend, Prefills):
+            self.backend.forget(path)
+
     def _ask(
         self, ctx: CursorContext, request: CompletionRequest, opts: EngineOptions, started: float
     ) -> tuple[GenerationRequest, dict[str, float]]:

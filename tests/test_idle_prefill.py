@@ -431,6 +431,38 @@ def test_closing_a_document_forgets_its_cursor() -> None:
     harness.close()
 
 
+async def test_closing_a_document_drops_its_kept_cache_and_no_other(prefix_model: Path) -> None:
+    backend = _backend(prefix_model)
+    harness = Server(backend, prefill_when_idle=False)
+    harness.open(CODE)
+    await harness.inline(10, 4)
+    other = "file:///other.py"
+    item = {"uri": other, "languageId": "python", "version": 1, "text": CODE}
+    send(harness.server, {"method": "textDocument/didOpen", "params": {"textDocument": item}})
+    backend.generate(_request(key="other.py"), threading.Event())
+    kept = set(backend.slots._slots)
+    assert len(kept) == 2
+    send(harness.server, {"method": "textDocument/didClose",
+                          "params": {"textDocument": {"uri": URI}}})  # fmt: skip
+    assert set(backend.slots._slots) == {"other.py"}
+    harness.close()
+
+
+def test_forgetting_a_key_leaves_the_others_and_a_missing_one_is_no_error(
+    random_model: Path,
+) -> None:
+    backend = _backend(random_model)
+    for key in ("a", "b"):
+        backend.generate(_request(key=key), threading.Event())
+    backend.forget("a")
+    backend.forget("never-seen")
+    assert list(backend.slots._slots) == ["b"]
+    engine = _engine(backend)
+    engine.forget("b")
+    assert len(backend.slots) == 0
+    _engine(FakeBackend(["x"])).forget("a.py")  # a backend that keeps nothing: nothing to do
+
+
 def test_stats_count_idle_prefills_apart_from_requests() -> None:
     stats = Stats()
     assert stats.snapshot()["idle_prefill"] == {

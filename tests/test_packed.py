@@ -13,7 +13,7 @@ from test_fast_llama import SIZES as FAST_SIZES
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from model_runtime.backend import ModelLoadError
-from model_runtime.local import LoadOptions, load_backend, probes
+from model_runtime.local import LoadOptions, fast_llama, load_backend, probes
 from model_runtime.local.fast_llama import (
     FastLlama,
 )
@@ -246,6 +246,54 @@ def test_native_attention_over_long_contexts(length: int, rows: int) -> None:
         cache.crop(length)
         _, chunk = fast.forward(ids[:, length : length + 2], cache)
     assert torch.allclose(native[:, 0], chunk[:, 0], atol=1e-4)
+
+
+@pytest.mark.parametrize(("arch", "feature"), ARCHES.items())
+@pytest.mark.parametrize("dim", [64, 128, 12, 136])  # 12 and 136: the plain loops everywhere
+def test_every_build_attends_like_torch(
+    arch: str, feature: str, dim: int, tmp_path: Path, monkeypatch
+) -> None:
+    """One head's softmax attention, scores spread so that some weights underflow to 0."""
+    if platform.machine() != "x86_64" or feature not in Path("/proc/cpuinfo").read_text():
+        pytest.skip(f"this CPU cannot run the {arch} build")
+    monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path))
+    lib = load_library(arch)
+    torch.manual_seed(dim)
+    for length in (1, 7, 8, 9, 301):
+        q, k, v = torch.randn(dim), torch.randn(length, dim) * 4, torch.randn(length, dim)
+        scale = dim**-0.5
+        out = torch.empty(dim)
+        assert lib.wisp_attend(
+            ctypes.c_void_p(q.data_ptr()),
+            ctypes.c_void_p(k.data_ptr()),
+            ctypes.c_void_p(v.data_ptr()),
+            ctypes.c_int64(length),
+            ctypes.c_int64(dim),
+            ctypes.c_float(scale),
+            ctypes.c_void_p(out.data_ptr()),
+        )
+        want = torch.softmax(k.double() @ q.double() * scale, dim=0) @ v.double()
+        assert torch.allclose(out.double(), want, rtol=1e-5, atol=1e-6), (length, dim)
+
+
+@pytest.mark.parametrize(("arch", "feature"), ARCHES.items())
+def test_every_build_of_the_kernels_takes_the_same_decode_step(
+    arch: str, feature: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Attention in plain C and with AVX2 (eight positions at a time, a polynomial exp) over a
+    context that is not a whole number of eights, against this machine's build."""
+    if platform.machine() != "x86_64" or feature not in Path("/proc/cpuinfo").read_text():
+        pytest.skip(f"this CPU cannot run the {arch} build")
+    monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path))
+    fast = FastLlama(llama(max_position_embeddings=512), packing="q4")
+    ids = (torch.arange(302) * 29 % 97).unsqueeze(0)
+    with torch.inference_mode():
+        cache, _ = fast.forward(ids[:, :301], None)
+        _, native = fast.forward(ids[:, 301:], cache)
+        cache.crop(301)
+        monkeypatch.setattr(fast_llama, "library", lambda: load_library(arch))
+        _, other = fast.forward(ids[:, 301:], cache)
+    assert torch.allclose(other, native, atol=1e-4)
 
 
 def test_a_native_step_on_several_rows_equals_each_row_alone() -> None:

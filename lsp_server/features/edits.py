@@ -29,7 +29,10 @@ def register(server: WispServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: WispServer, params: types.DidCloseTextDocumentParams) -> None:
-        ls.recent_edits.forget(_path(ls, params.text_document.uri))
+        path = _path(ls, params.text_document.uri)
+        ls.recent_edits.forget(path)
+        if ls.engine is not None:
+            ls.engine.forget(path)
         idle_prefill.closed(ls, params.text_document.uri)
 
 

@@ -260,6 +260,10 @@ class TransformersBackend:
             self.slots.keep(key, ids[:done], cache)
         return done - start
 
+    def forget(self, key: str) -> None:
+        """Drop the document's kept cache: 40-80 MB for the bundled model's prompts."""
+        self.slots.forget(key)
+
     def _check_draft(
         self,
         chosen: torch.Tensor,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -30,11 +31,15 @@ class KvSlot:
 
 
 class KvSlots:
-    """The caches of the last prompt of up to `size` documents, least recently used first."""
+    """The caches of the last prompt of up to `size` documents, least recently used first.
+
+    Used from the model thread; `forget` may come from any thread.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._slots: OrderedDict[str, KvSlot] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -46,10 +51,11 @@ class KvSlots:
         (the same file under two names); otherwise it stays for that document. At least the last
         prompt token is always recomputed: its logits start the answer.
         """
-        best_key, best = self._best(ids, key)
-        if best_key is None:
-            return None, 0
-        slot = self._slots.pop(best_key)
+        with self._lock:
+            best_key, best = self._best(ids, key)
+            if best_key is None:
+                return None, 0
+            slot = self._slots.pop(best_key)
         keep = min(best, len(ids) - 1)
         if keep <= 0 or not croppable(slot.cache):
             return None, 0
@@ -58,7 +64,8 @@ class KvSlots:
 
     def shared(self, ids: list[int], key: str) -> int:
         """How many leading tokens of `ids` a kept cache holds (that `take` would consider)."""
-        return self._best(ids, key)[1]
+        with self._lock:
+            return self._best(ids, key)[1]
 
     def _best(self, ids: list[int], key: str) -> tuple[str | None, int]:
         best_key, best = None, 0
@@ -71,7 +78,13 @@ class KvSlots:
     def keep(self, key: str, ids: list[int], cache: Any) -> None:
         if not self.size:
             return
-        self._slots[key] = KvSlot(ids, cache)
-        self._slots.move_to_end(key)
-        while len(self._slots) > self.size:
-            self._slots.popitem(last=False)
+        with self._lock:
+            self._slots[key] = KvSlot(ids, cache)
+            self._slots.move_to_end(key)
+            while len(self._slots) > self.size:
+                self._slots.popitem(last=False)
+
+    def forget(self, key: str) -> None:
+        """Drop the cache kept for `key` (its document was closed); one in use stays with it."""
+        with self._lock:
+            self._slots.pop(key, None)

@@ -327,6 +327,107 @@ static void add_scaled(float *out, const float *v, float p, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] += p * v[i];
 }
 
+#ifdef __AVX2__
+/* The sums of eight vectors' lanes, in their order. */
+static inline __m256 hsum8(const __m256 *a) {
+    __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* e^x for x <= 0 (a softmax's shifted scores): 2^n * e^r with |r| <= ln2/2, e^r by Cephes'
+ * polynomial (about 1 ulp); under -87.3 it is 0. */
+static inline __m256 exp_nonpositive(__m256 x) {
+    const __m256 low = _mm256_set1_ps(-87.3f);
+    __m256 under = _mm256_cmp_ps(x, low, _CMP_LT_OQ);
+    x = _mm256_max_ps(x, low);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+#endif
+
+/* One query head's attention over `length` cached positions: o = softmax(q.k * scale) . v.
+ * With AVX2 eight positions' scores at a time, the exponentials eight at a time, and the
+ * weighted values summed in registers for heads of up to 128 dimensions. */
+static void attend(const float *q, const float *k, const float *v, int64_t length, int64_t d,
+                   float scale, float *scores, float *o) {
+    int64_t p = 0;
+    float top = -INFINITY, total = 0.0f;
+#ifdef __AVX2__
+    int wide = d % 8 == 0 && d <= 128;
+    if (wide) {
+        for (; p + 8 <= length; p += 8) {
+            __m256 acc[8];
+            for (int j = 0; j < 8; j++) {
+                const float *key = k + (p + j) * d;
+                __m256 a = _mm256_setzero_ps();
+                for (int64_t i = 0; i < d; i += 8)
+                    a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(key + i), a);
+                acc[j] = a;
+            }
+            _mm256_storeu_ps(scores + p, _mm256_mul_ps(hsum8(acc), _mm256_set1_ps(scale)));
+        }
+    }
+#endif
+    for (; p < length; p++) scores[p] = dot(q, k + p * d, d) * scale;
+    for (p = 0; p < length; p++) top = scores[p] > top ? scores[p] : top;
+    p = 0;
+#ifdef __AVX2__
+    if (wide) {
+        __m256 sum = _mm256_setzero_ps(), shift = _mm256_set1_ps(top);
+        for (; p + 8 <= length; p += 8) {
+            __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + p), shift));
+            _mm256_storeu_ps(scores + p, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        total = hsum(sum);
+    }
+#endif
+    for (; p < length; p++) {
+        scores[p] = expf(scores[p] - top);
+        total += scores[p];
+    }
+#ifdef __AVX2__
+    if (wide) {
+        __m256 acc[16];
+        int64_t lanes = d / 8;
+        for (int64_t i = 0; i < lanes; i++) acc[i] = _mm256_setzero_ps();
+        for (p = 0; p < length; p++) {
+            __m256 w = _mm256_set1_ps(scores[p]);
+            const float *value = v + p * d;
+            for (int64_t i = 0; i < lanes; i++)
+                acc[i] = _mm256_fmadd_ps(w, _mm256_loadu_ps(value + 8 * i), acc[i]);
+        }
+        __m256 inverse = _mm256_set1_ps(1.0f / total);
+        for (int64_t i = 0; i < lanes; i++) _mm256_storeu_ps(o + 8 * i, _mm256_mul_ps(acc[i], inverse));
+        return;
+    }
+#endif
+    memset(o, 0, sizeof(float) * (size_t)d);
+    for (p = 0; p < length; p++) add_scaled(o, v + p * d, scores[p] / total, d);
+}
+
+/* `attend` on its own (for tests); 0 when there was no memory for the scores. */
+int wisp_attend(const float *q, const float *k, const float *v, int64_t length, int64_t d,
+                float scale, float *out) {
+    float *scores = malloc(sizeof(float) * (size_t)(length > 0 ? length : 1));
+    if (!scores) return 0;
+    attend(q, k, v, length, d, scale, scores, out);
+    free(scores);
+    return 1;
+}
+
 static void rms_norm(const float *x, const float *w, float eps, int64_t n, float *y) {
     float sum = 0.0f;
     for (int64_t i = 0; i < n; i++) sum += x[i] * x[i];
@@ -390,17 +491,7 @@ void wisp_decode_layer(const layer_weights *w, float *hidden, int64_t m, const f
         float *o = att + r * nq + head * d;
         float *scores = malloc(sizeof(float) * (size_t)length);
         if (!scores) continue;
-        float top = -INFINITY, total = 0.0f;
-        for (int64_t p = 0; p < length; p++) {
-            scores[p] = dot(q, k + p * d, d) * scale;
-            top = scores[p] > top ? scores[p] : top;
-        }
-        for (int64_t p = 0; p < length; p++) {
-            scores[p] = expf(scores[p] - top);
-            total += scores[p];
-        }
-        memset(o, 0, sizeof(float) * (size_t)d);
-        for (int64_t p = 0; p < length; p++) add_scaled(o, v + p * d, scores[p] / total, d);
+        attend(q, k, v, length, d, scale, scores, o);
         free(scores);
     }
     wisp_matmul(w->kind, w->out, h, nq, att, m, out, threads);
