@@ -26,6 +26,9 @@ WORKER_GRACE_S = 1.0
 
 
 def run(args: argparse.Namespace) -> int:
+    from model_runtime.allocator import map_large_blocks
+
+    map_large_blocks()  # before the imports and the model: freed memory goes back (`allocator`)
     from lsp_server.features import create_server
 
     server = create_server()

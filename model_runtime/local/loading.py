@@ -19,6 +19,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from model_runtime.allocator import map_large_blocks
 from model_runtime.backend import ModelLoadError, first_line
 from model_runtime.healing import TokenTable, vocab_bytes
 from model_runtime.local.fast_llama import (
@@ -96,6 +97,7 @@ def load_backend(options: LoadOptions, report: Report | None = None) -> Transfor
     source = options.source
     device = pick_device(options.device)
     set_threads(options.threads)
+    map_large_blocks()  # as `wisp serve` does first thing (see `allocator`)
     hf_logging.disable_progress_bar()
     where = resolve_source(source, report)
     try:
