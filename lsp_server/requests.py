@@ -99,6 +99,8 @@ async def suggest(
     ls.stats.record_request(
         request.language, latency_ms, engine_ms, result.source != "model", server_ms
     )
+    if result.source == "model" and server_ms is None:
+        ls.stats.record_model_work(result.timings_ms)
     log.debug("completion timings %s", result.timings_ms)
     line_suffix = cursor_context(text, located.offset).line_suffix
     replaced = [units(line_suffix[: s.replace], encoding) for s in result.suggestions]

@@ -100,6 +100,34 @@ class _IdlePrefills:
 
 
 @dataclass
+class _ModelWork:
+    """The local model's speed on the requests it answered, from their own timings: prompt
+    positions computed (not reused) over prefill time, forward passes over decode time."""
+
+    prefilled: int = 0
+    prefill_ms: float = 0.0
+    passes: int = 0
+    decode_ms: float = 0.0
+
+    def add(self, timings: dict[str, float]) -> None:
+        self.prefilled += int(timings.get("prompt_tokens", 0) - timings.get("reused_tokens", 0))
+        self.prefill_ms += timings.get("prefill", 0.0)
+        self.passes += int(timings.get("forward_passes", 0))
+        self.decode_ms += timings.get("decode", 0.0)
+
+    def summary(self) -> dict[str, Any]:
+        def rate(count: float, ms: float) -> float | None:
+            return round(count / ms * 1000, 1) if ms > 0 else None
+
+        return {
+            "prefilled_tokens": self.prefilled,
+            "prefill_tokens_per_s": rate(self.prefilled, self.prefill_ms),
+            "forward_passes": self.passes,
+            "decode_tokens_per_s": rate(self.passes, self.decode_ms),
+        }
+
+
+@dataclass
 class _Item:
     language: str
     shown: bool = False
@@ -119,6 +147,7 @@ class Stats:
         self._lock = threading.Lock()
         self._total = _Tally()
         self._idle_prefills = _IdlePrefills()
+        self._model = _ModelWork()
         self._by_language: dict[str, _Tally] = {}
         self._items: OrderedDict[str, _Item] = OrderedDict()
         self._tracked = tracked_items
@@ -150,6 +179,11 @@ class Stats:
                     tally.server_overheads.append(latency_ms / server_ms)
                 tally.engine_ms_total += engine_ms
                 tally.cache_hits += cache_hit
+
+    def record_model_work(self, timings: dict[str, float]) -> None:
+        """The timings of a request the local model answered (see `_ModelWork`)."""
+        with self._lock:
+            self._model.add(timings)
 
     def record_cancelled(self, language: str, engine_ms: float = 0.0) -> None:
         """A request cancelled or superseded before it produced suggestions, and the engine
@@ -222,6 +256,7 @@ class Stats:
             return {
                 **self._total.summary(),
                 "idle_prefill": self._idle_prefills.summary(),
+                "model": self._model.summary(),
                 "per_language": {
                     language: tally.summary()
                     for language, tally in sorted(self._by_language.items())

@@ -88,6 +88,9 @@ async def test_acceptance_events_and_stats(x_model: Path) -> None:
     assert (snapshot["accepted"], snapshot["partially_accepted"]) == (1, 1)
     assert snapshot["acceptance_rate"] == round(1 / 3, 4)
     assert snapshot["engine_ms_total"] > 0
+    model = snapshot["model"]  # three answers of the local model, 3 tokens each at most
+    assert model["prefilled_tokens"] > 0 and 0 < model["forward_passes"] <= 9
+    assert model["prefill_tokens_per_s"] > 0 and model["decode_tokens_per_s"] > 0
     p50, p95 = snapshot["latency_ms"]["p50"], snapshot["latency_ms"]["p95"]
     assert 0 < p50 <= p95
     assert snapshot["cache_hit_rate"] == 0.0

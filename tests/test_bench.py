@@ -91,7 +91,10 @@ def test_latency_block_and_summary() -> None:
     recording = Recording(
         samples=[("cold", 200.0), ("warm", 40.0), ("warm", 60.0), ("typed_through", 2.0)],
         stats_before={"engine_ms_total": 100.0},
-        stats_after={"engine_ms_total": 380.0},
+        stats_after={
+            "engine_ms_total": 380.0,
+            "model": {"prefill_tokens_per_s": 700.0, "decode_tokens_per_s": 180.0},
+        },
         peak_rss_mb=321.0,
     )
     summary = summarize(recording, {"prefill_tokens_per_s": 1.0, "decode_tokens_per_s": 2.0})
@@ -100,7 +103,9 @@ def test_latency_block_and_summary() -> None:
     assert summary["warm_p50_over_cold_p50"] == 0.25
     assert summary["overhead_ratio"] == pytest.approx(302 / 280, abs=1e-3)
     assert summary["peak_rss_mb"] == 321.0
-    assert "typed_through" in table(summary)
+    assert summary["served_decode_tokens_per_s"] == 180.0
+    assert summary["served_prefill_tokens_per_s"] == 700.0
+    assert "typed_through" in table(summary) and "served_decode_tokens_per_s" in table(summary)
     assert summarize(Recording(samples=[("warm", 1.0)]), {})["overhead_ratio"] is None
     assert summary["server_p50_ms"] is None and summary["warm_p50_over_server_p50"] is None
 

@@ -30,6 +30,23 @@ def test_empty_snapshot() -> None:
     assert snap["latency_ms"] == {"p50": None, "p95": None}
 
 
+def test_the_local_models_speed_from_the_timings_of_its_answers() -> None:
+    stats = Stats()
+    assert stats.snapshot()["model"]["decode_tokens_per_s"] is None  # nothing ran yet
+    stats.record_model_work(
+        {"prompt_tokens": 500, "reused_tokens": 0, "prefill": 500.0, "forward_passes": 9,
+         "decode": 50.0}
+    )  # fmt: skip
+    stats.record_model_work(
+        {"prompt_tokens": 501, "reused_tokens": 500, "prefill": 10.0, "forward_passes": 11,
+         "decode": 50.0}
+    )  # fmt: skip
+    model = stats.snapshot()["model"]
+    assert (model["prefilled_tokens"], model["forward_passes"]) == (501, 20)
+    assert model["prefill_tokens_per_s"] == round(501 / 510 * 1000, 1)
+    assert model["decode_tokens_per_s"] == 200.0
+
+
 def test_requests_latency_engine_time_and_cache_hits() -> None:
     stats = Stats()
     for latency, engine, hit in [(10.0, 8.0, False), (30.0, 25.0, False), (2.0, 0.5, True)]:

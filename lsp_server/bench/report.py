@@ -56,6 +56,10 @@ def summarize(recording: Recording, speeds: dict[str, float | None]) -> dict[str
     summary["server_p50_ms"] = server
     summary["warm_p50_over_server_p50"] = round(warm / server, 3) if server and warm else None
     summary["server_overhead_p50"] = (recording.stats_after or {}).get("server_overhead_p50")
+    # the same speeds inside the server, over the replay's own requests (local backends)
+    model = (recording.stats_after or {}).get("model") or {}
+    summary["served_prefill_tokens_per_s"] = model.get("prefill_tokens_per_s")
+    summary["served_decode_tokens_per_s"] = model.get("decode_tokens_per_s")
     summary["peak_rss_mb"] = recording.peak_rss_mb
     summary["ready_ms"] = recording.ready_ms
     summary["requests"] = len(recording.samples)
@@ -83,6 +87,8 @@ def table(summary: Mapping[str, Any]) -> str:
     for key in (
         "prefill_tokens_per_s",
         "decode_tokens_per_s",
+        "served_prefill_tokens_per_s",
+        "served_decode_tokens_per_s",
         "overhead_ratio",
         "server_p50_ms",
         "warm_p50_over_server_p50",
