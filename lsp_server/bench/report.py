@@ -98,7 +98,7 @@ def table(summary: Mapping[str, Any]) -> str:
         "ready_ms",
     ):
         value = summary.get(key)
-        lines.append(f"{key:<26}{'n/a' if value is None else value}")
+        lines.append(f"{key:<30}{'n/a' if value is None else value}")
     return "\n".join(lines)
 
 
