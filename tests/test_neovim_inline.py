@@ -190,13 +190,14 @@ def test_new_line_after_a_block_opener_is_indented_once(bundled: Run) -> None:
 def test_top_level_line_gets_no_extra_indentation(bundled: Run) -> None:
     report, context = bundled.report, bundled.context
     step = report["top_level"]
-    assert step["typed"] == ["import os", "import sys", "", ""], context
-    assert step["cursor"] == [4, 0], context
-    assert (step["shown"]["row"], step["shown"]["col"]) == (3, 0), context
+    before = ["import os", "import sys", "", "", "def main():", "    pass", "", ""]
+    assert step["typed"] == [*before, ""], context
+    assert step["cursor"] == [9, 0], context
+    assert (step["shown"]["row"], step["shown"]["col"]) == (8, 0), context
     # What was shown is what was inserted, starting in column 0, and each following line is
     # at most one level deeper than the line before it: no indentation counted twice.
-    added = step["accepted"][3:]
-    assert step["accepted"][:3] == ["import os", "import sys", ""], context
+    added = step["accepted"][8:]
+    assert step["accepted"][:8] == before, context
     assert added == step["shown"]["text"].split("\n"), context
     assert added[0].strip() and indent(added[0]) == 0, context
     depths = [indent(line) for line in added if line.strip()]

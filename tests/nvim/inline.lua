@@ -211,10 +211,12 @@ end
 function scenarios.bundled()
   local bufnr, client = open("add.py", { "def add(a, b):" })
   out.opener = accept_after(bufnr, "A<CR>") -- the indent plugin puts the cursor in column 4
-  -- Two imports: after one alone, 4-bit weights tip the bundled model from `def` to a comment
-  -- that wisp cuts (a near tie), and no suggestion shows.
-  vim.api.nvim_buf_set_lines(bufnr, 0, -1, true, { "import os", "import sys", "" })
-  out.top_level = accept_after(bufnr, "Go") -- after a blank line: column 0
+  -- Two blank lines after a function: the bundled model writes the `__main__` guard in fp32,
+  -- bf16 and 4-bit blocks alike. (After imports alone it was a near tie between `def` and a
+  -- comment that wisp cuts, which rounding tipped either way.)
+  local top = { "import os", "import sys", "", "", "def main():", "    pass", "", "" }
+  vim.api.nvim_buf_set_lines(bufnr, 0, -1, true, top)
+  out.top_level = accept_after(bufnr, "Go") -- after two blank lines: column 0
 
   require("wisp").configure({ numCandidates = 3, temperature = 1.0, maxNewTokens = 12 })
   out.candidates = {}
