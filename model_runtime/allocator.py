@@ -5,8 +5,8 @@ is freed it raises that threshold, up to 32 MB. Import-time buffers, weights bei
 the key/value caches (6-30 MB each on the bundled model, freed when they grow or their document
 closes) then land in the heaps, and the space they leave is not given back. Held at 4 MB, blocks
 at least that large get mappings of their own, returned to the kernel when freed. Peak RSS of the
-typing replay on the 2-core AMD EPYC: 832-835 MB before; 682-694 MB held from the model load,
-615-645 MB held from the process's start (as `wisp serve` does).
+typing replay on the 2-core AMD EPYC: 725-856 MB before; 682-694 MB held from the model load
+only, 632-678 MB held from the process's start as `wisp serve` does.
 
 No torch here: the server calls it before anything large is imported.
 """

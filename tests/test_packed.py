@@ -125,17 +125,23 @@ def test_products_match_the_widened_weights(kind: int, rows: int) -> None:
 ARCHES = {"x86-64": "", "x86-64-v3": "avx2", "icelake-server": "avx512_vnni"}
 
 
+def build_for(arch: str, feature: str, tmp_path: Path, monkeypatch) -> ctypes.CDLL:
+    """The kernels built for `arch` into `tmp_path`; skips where this CPU cannot run them."""
+    if platform.machine() != "x86_64" or feature not in Path("/proc/cpuinfo").read_text():
+        pytest.skip(f"this CPU cannot run the {arch} build")
+    monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path))
+    return load_library(arch)
+
+
 @pytest.mark.parametrize(("arch", "feature"), ARCHES.items())
 @pytest.mark.parametrize("kind", [Q4_1, Q8_0])
 def test_every_build_of_the_kernels_gives_the_same_products(
     arch: str, feature: str, kind: int, tmp_path: Path, monkeypatch
 ) -> None:
-    if platform.machine() != "x86_64" or feature not in Path("/proc/cpuinfo").read_text():
-        pytest.skip(f"this CPU cannot run the {arch} build")
-    monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path))
+    lib = build_for(arch, feature, tmp_path, monkeypatch)
     torch.manual_seed(kind)
     weight, x = torch.randn(40, 128), torch.randn(3, 128)
-    native, other = Packed(weight, kind), Packed(weight, kind, load_library(arch))
+    native, other = Packed(weight, kind), Packed(weight, kind, lib)
     assert torch.equal(other.blocks, native.blocks)
     assert torch.equal(other.widen(), native.widen())
     for rows in (1, 3):
@@ -254,10 +260,7 @@ def test_every_build_attends_like_torch(
     arch: str, feature: str, dim: int, tmp_path: Path, monkeypatch
 ) -> None:
     """One head's softmax attention, scores spread so that some weights underflow to 0."""
-    if platform.machine() != "x86_64" or feature not in Path("/proc/cpuinfo").read_text():
-        pytest.skip(f"this CPU cannot run the {arch} build")
-    monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path))
-    lib = load_library(arch)
+    lib = build_for(arch, feature, tmp_path, monkeypatch)
     torch.manual_seed(dim)
     for length in (1, 7, 8, 9, 301):
         q, k, v = torch.randn(dim), torch.randn(length, dim) * 4, torch.randn(length, dim)
@@ -282,16 +285,14 @@ def test_every_build_of_the_kernels_takes_the_same_decode_step(
 ) -> None:
     """Attention in plain C and with AVX2 (eight positions at a time, a polynomial exp) over a
     context that is not a whole number of eights, against this machine's build."""
-    if platform.machine() != "x86_64" or feature not in Path("/proc/cpuinfo").read_text():
-        pytest.skip(f"this CPU cannot run the {arch} build")
-    monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path))
+    lib = build_for(arch, feature, tmp_path, monkeypatch)
     fast = FastLlama(llama(max_position_embeddings=512), packing="q4")
     ids = (torch.arange(302) * 29 % 97).unsqueeze(0)
     with torch.inference_mode():
         cache, _ = fast.forward(ids[:, :301], None)
         _, native = fast.forward(ids[:, 301:], cache)
         cache.crop(301)
-        monkeypatch.setattr(fast_llama, "library", lambda: load_library(arch))
+        monkeypatch.setattr(fast_llama, "library", lambda: lib)
         _, other = fast.forward(ids[:, 301:], cache)
     assert torch.allclose(other, native, atol=1e-4)
 

@@ -10,8 +10,11 @@ preallocated in steps and written in place, and grouped-query attention without 
 keys. Rotary embeddings come from the model's own module, so every RoPE variant it supports
 is supported here.
 
-`unsupported` says why a model does not have exactly the expected parts; `probes` holds the
-load-time checks against transformers' forward and the timings that choose the weights' form.
+Here, in order: `GrowingKv` (the cache), `_Layer` (one layer's fused or packed weights),
+`FastLlama` (`forward`: a decode step in native code for packed weights, `_layers` and
+`_attention` through torch otherwise), `linear` (products with narrowed or packed weights) and
+`unsupported` (why a model lacks the expected parts). `probes` holds the load-time checks against
+transformers' forward and the timings that choose the weights' form.
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 Every step checks the stop criteria, so a cancel or a deadline lands within one step; the
 first steps of an answer are held to the healed lead (see `model_runtime/healing.py`).
+
+`TransformersBackend`, in its order: `generate` (`_prefill`, then `_decode` with drafts checked
+by `_check_draft`), the idle work on kept caches (`prefill`, `forget`), `continuation_logprobs`
+for ranking, then the helpers of the loop (forward pass, healing constraints, sampling, text).
 """
 
 from __future__ import annotations
