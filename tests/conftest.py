@@ -40,3 +40,10 @@ def smollm2_tokenizer(smollm2_folder: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(smollm2_folder)
+
+
+@pytest.fixture(autouse=True)
+def no_packed_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every load the long way, so each test sees the probes and choices it sets up; the
+    store's own tests turn it back on (`test_store`). Servers started by tests inherit it."""
+    monkeypatch.setenv("WISP_PACKED_STORE", "0")

@@ -32,6 +32,7 @@ def test_only_the_local_backend_imports_torch_or_transformers() -> None:
         "loading.py",
         "packed.py",
         "probes.py",
+        "store.py",
     }
 
 

@@ -10,7 +10,7 @@ preallocated in steps and written in place, and grouped-query attention without 
 keys. Rotary embeddings come from the model's own module, so every RoPE variant it supports
 is supported here.
 
-Here, in order: `GrowingKv` (the cache), `_Layer` (one layer's fused or packed weights),
+Here, in order: `GrowingKv` (the cache), `Layer` (one layer's fused or packed weights),
 `FastLlama` (`forward`: a decode step in native code for packed weights, `_layers` and
 `_attention` through torch otherwise), `linear` (products with narrowed or packed weights) and
 `unsupported` (why a model lacks the expected parts). `probes` holds the load-time checks against
@@ -94,7 +94,7 @@ class GrowingKv:
 Weight = torch.Tensor | Packed
 
 
-class _Layer:
+class Layer:
     """One decoder layer's weights: projections fused, owned copies in `dtype` or packed."""
 
     def __init__(
@@ -122,6 +122,12 @@ class _Layer:
         self.out, _ = _pack(kind, attn.o_proj)
         self.gate_up, _ = _pack(kind, mlp.gate_proj, mlp.up_proj)
         self.down, _ = _pack(kind, mlp.down_proj)
+        self.bind_native(kind, heads)
+
+    def bind_native(self, kind: int, heads: tuple[int, int, int]) -> None:
+        """Point the native decode step at this layer's packed weights and norms."""
+        assert isinstance(self.qkv, Packed) and isinstance(self.out, Packed)
+        assert isinstance(self.gate_up, Packed) and isinstance(self.down, Packed)
         self.native = LayerWeights(
             kind,
             self.qkv.pointer,
@@ -191,7 +197,7 @@ class FastLlama:
         shape = (self.heads, self.kv_heads, self.head_dim)
         self.layers = []
         for layer in inner.layers:
-            self.layers.append(_Layer(layer, self.weight_dtype, packing, shape))
+            self.layers.append(Layer(layer, self.weight_dtype, packing, shape))
             if let_go and packing is not None:
                 drop_file_pages(layer.parameters())
         self.final_norm = _own(inner.norm, "weight", self.dtype)
@@ -282,7 +288,7 @@ class FastLlama:
 
     def _attention(
         self,
-        layer: _Layer,
+        layer: Layer,
         hidden: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,

@@ -73,17 +73,22 @@ class TransformersBackend:
         kv_slots: int = 4,
         healing: TokenTable | None = None,
         fast: FastLlama | None = None,
+        context_window: int | None = None,
     ) -> None:
+        if model is None and fast is None:
+            raise ValueError("a backend needs transformers' model or the lean forward pass")
         self.name = name
-        self.model = model
+        self.model = model  # None when the lean pass was read from the store (`store`)
         self.tokenizer = tokenizer
         self.template = template
         self.device = device
-        forward = inspect.signature(model.forward).parameters
+        forward = inspect.signature(model.forward).parameters if model is not None else {}
         self._cache_name = "cache" if "cache" in forward else "past_key_values"
         self.healing = healing
         self.fast = fast
-        self.context_window: int | None = getattr(model.config, "max_position_embeddings", None)
+        if context_window is None and model is not None:
+            context_window = getattr(model.config, "max_position_embeddings", None)
+        self.context_window = context_window
         # A FIM marker in the answer means the model lost its place: end the candidate there.
         markers = (template.prefix_token, template.suffix_token, template.middle_token)
         self._end_ids = self._token_ids((*template.stop_tokens, *markers))

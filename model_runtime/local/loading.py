@@ -7,21 +7,16 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    PretrainedConfig,
-    PreTrainedModel,
-)
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
 from model_runtime.allocator import map_large_blocks
 from model_runtime.backend import ModelLoadError, first_line
 from model_runtime.healing import TokenTable, vocab_bytes
+from model_runtime.local import store
 from model_runtime.local.fast_llama import (
     FastLlama,
     unsupported,
@@ -40,6 +35,9 @@ from model_runtime.local.probes import (
     unpackable,
 )
 from model_runtime.templates import detect_template, get_template
+
+if TYPE_CHECKING:  # importing it costs ~100 MB and seconds: a stored model never needs it
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +116,41 @@ def load_backend(options: LoadOptions, report: Report | None = None) -> Transfor
     except Exception as exc:
         raise ModelLoadError(f"cannot load the tokenizer of {source!r}: {first_line(exc)}") from exc
     _refuse_pickle(where, source, options.allow_pickle)
+    stored = _stored_place(where, options, device)
+    model: Any = None  # stays None when the store had the packed weights
+    fast = store.load(stored) if stored is not None else None
+    if fast is None:
+        model, fast = _load_model(where, config, options, device)
+        if stored is not None and fast is not None and fast.packing:
+            store.save(fast, stored)
+    template = (
+        get_template(options.fim_template)
+        if options.fim_template
+        else detect_template(
+            _special_tokens(tokenizer),
+            getattr(config, "model_type", None),
+            getattr(config, "fim_template", None),
+        )
+    )
+    healing = TokenTable(tuple(vocab_bytes(tokenizer.get_vocab(), _special_tokens(tokenizer))))
+    log.info("loaded %s on %s (template %s)", source, device, template.name)
+    return TransformersBackend(
+        source,
+        model,
+        tokenizer,
+        template,
+        device,
+        healing=healing,
+        fast=fast,
+        context_window=getattr(config, "max_position_embeddings", None),
+    )
+
+
+def _load_model(
+    where: str, config: PretrainedConfig, options: LoadOptions, device: str
+) -> tuple[Any, FastLlama | None]:
+    """transformers' model of `where` on `device`, and the lean forward pass where one runs."""
+    source = options.source
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model: Any  # transformers' own annotations of `.to` and friends confuse type checkers
     try:
@@ -140,20 +173,23 @@ def load_backend(options: LoadOptions, report: Report | None = None) -> Transfor
         model = _quantize(model, options.quantization, device)
     else:
         fast = _lean(model, options.quantization, device)
-    template = (
-        get_template(options.fim_template)
-        if options.fim_template
-        else detect_template(
-            _special_tokens(tokenizer),
-            getattr(config, "model_type", None),
-            getattr(config, "fim_template", None),
+    return model, fast
+
+
+def _stored_place(where: str, options: LoadOptions, device: str) -> Path | None:
+    """Where packed weights of this load are kept between starts (see `store`), or None where
+    they never are: another device, a setting that does not pack, remote code."""
+    if (
+        device != "cpu"
+        or options.trust_remote_code
+        or options.quantization
+        not in (
+            "auto",
+            *KINDS,
         )
-    )
-    healing = TokenTable(tuple(vocab_bytes(tokenizer.get_vocab(), _special_tokens(tokenizer))))
-    log.info("loaded %s on %s (template %s)", source, device, template.name)
-    return TransformersBackend(
-        source, model, tokenizer, template, device, healing=healing, fast=fast
-    )
+    ):
+        return None
+    return store.place(where, {"quantization": options.quantization})
 
 
 PICKLE_HINT = (

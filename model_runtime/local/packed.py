@@ -146,6 +146,24 @@ class Packed:
         self.pointer = self.blocks.data_ptr()
         self.lib.wisp_quantize(kind, source.data_ptr(), rows, cols, self.pointer)
 
+    @classmethod
+    def from_blocks(
+        cls, blocks: torch.Tensor, kind: int, shape: tuple[int, int], wide: torch.dtype
+    ) -> Packed:
+        """A matrix packed before (`blocks` as `Packed.blocks` held them), kept as it is."""
+        rows, cols = shape
+        packed = cls.__new__(cls)
+        packed.lib = library()
+        expected = rows * (cols // BLOCK) * packed.lib.wisp_block_bytes(kind)
+        if cols % BLOCK or blocks.dtype != torch.uint8 or blocks.numel() != expected:
+            raise KernelError(
+                f"{blocks.numel()} bytes are not a {rows}x{cols} matrix of kind {kind}"
+            )
+        packed.kind, packed.shape, packed.wide = kind, (rows, cols), wide
+        packed.blocks = blocks.contiguous()
+        packed.pointer = packed.blocks.data_ptr()
+        return packed
+
     @property
     def nbytes(self) -> int:
         return self.blocks.numel()
