@@ -247,6 +247,7 @@ def test_quantization_settings_pick_the_weights(
 ) -> None:
     narrow = load_backend(LoadOptions(str(random_model), quantization="bf16")).fast
     assert narrow is not None and narrow.weight_dtype == torch.bfloat16
+    assert narrow.new_cache(1).keys.dtype == torch.float32  # half floats only with packing
     packed = load_backend(LoadOptions(str(random_model), quantization="q4")).fast
     assert packed is not None and packed.packing == "q4"
     tried: list[list[str]] = []

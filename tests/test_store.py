@@ -58,6 +58,7 @@ def test_a_second_load_reads_the_packed_weights_and_computes_the_same(
     assert len(list(kept.glob("*/weights.safetensors"))) == 1
     second = load_backend(LoadOptions(str(folder), quantization=scheme))
     assert second.model is None and second.fast is not None  # transformers' model never built
+    assert second.fast.new_cache(1).keys.dtype == torch.float16  # packed: half-float caches
     assert second.context_window == first.context_window == 2048
     assert torch.equal(logits(second.fast), logits(first.fast))
     assert answers(second) == answers(first)

@@ -56,10 +56,18 @@ class GrowingKv:
 
     is_croppable = True
 
-    def __init__(self, layers: int, batch: int, heads: int, head_dim: int, like: torch.Tensor):
+    def __init__(
+        self,
+        layers: int,
+        batch: int,
+        heads: int,
+        head_dim: int,
+        like: torch.Tensor,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         shape = (layers, batch, heads, 0, head_dim)
-        self.keys = torch.empty(shape, dtype=like.dtype, device=like.device)
-        self.values = torch.empty(shape, dtype=like.dtype, device=like.device)
+        self.keys = torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
+        self.values = torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
         self.length = 0
 
     def get_seq_length(self) -> int:
@@ -225,7 +233,12 @@ class FastLlama:
                 module.weight = nn.Parameter(module.weight.new_empty(0), requires_grad=False)
 
     def new_cache(self, batch: int) -> GrowingKv:
-        return GrowingKv(len(self.layers), batch, self.kv_heads, self.head_dim, self.final_norm)
+        """An empty cache. With packed weights it holds half floats: half the bytes for a decode
+        step to read and for memory to keep, next to products that round activations to 8 bits."""
+        dtype = torch.float16 if self.packing else self.dtype
+        return GrowingKv(
+            len(self.layers), batch, self.kv_heads, self.head_dim, self.final_norm, dtype
+        )
 
     def forward(
         self, ids: torch.Tensor, cache: GrowingKv | None, logits_to_keep: int = 0
@@ -307,6 +320,7 @@ class FastLlama:
         cache.keys[index, :, :, start:end] = qk[:, heads:]
         cache.values[index, :, :, start:end] = v.transpose(1, 2)
         keys, values = cache.keys[index, :, :, :end], cache.values[index, :, :, :end]
+        keys, values = keys.to(qk.dtype), values.to(qk.dtype)  # widened from half floats
         # The query heads that share a key/value head become rows of one attention call.
         q = qk[:, :heads].reshape(batch, kv_heads, heads // kv_heads * count, dim)
         if mask is None:  # one new position: plain products beat the fused kernel's set-up
