@@ -29,6 +29,7 @@ def test_only_the_local_backend_imports_torch_or_transformers() -> None:
         "fast_llama.py",
         "gguf.py",
         "generation.py",
+        "kv_cache.py",
         "loading.py",
         "packed.py",
         "probes.py",

@@ -8,13 +8,14 @@ key and value projections and one for the gate and up projections (wisp's own co
 layer at a time, which the model's modules then hold too, so nothing is stored twice), a cache
 preallocated in steps and written in place, and grouped-query attention without repeating the
 keys. Rotary embeddings come from the model's own module, so every RoPE variant it supports
-is supported here.
+is supported here (or, read back from `store`, from its frequencies).
 
-Here, in order: `GrowingKv` (the cache), `Layer` (one layer's fused or packed weights),
+Here, in order: `Layer` (one layer's fused or packed weights),
 `FastLlama` (`forward`: a decode step in native code for packed weights, `_layers` and
 `_attention` through torch otherwise), `linear` (products with narrowed or packed weights) and
 `unsupported` (why a model lacks the expected parts). `probes` holds the load-time checks against
-transformers' forward and the timings that choose the weights' form.
+transformers' forward and the timings that choose the weights' form; `kv_cache.GrowingKv`
+the cache.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model_runtime.local.kv_cache import GrowingKv
 from model_runtime.local.packed import (
     KINDS,
     Q8_0,
@@ -39,64 +41,9 @@ from model_runtime.local.pages import drop_file_pages
 
 log = logging.getLogger(__name__)
 
-# Cache capacity grows to at least 1.5 times what it held, in multiples of this many positions.
-GROWTH_STEP = 256
 # Products with at most this many rows run in the narrow weight dtype (see `linear`).
 NARROW_ROWS = 4
 _MODEL_TYPES = {"llama", "mistral", "qwen2"}
-
-
-class GrowingKv:
-    """Keys and values of every layer in two preallocated tensors, written in place.
-
-    Shape (layers, batch, key/value heads, capacity, head dim); positions past `length` are
-    garbage that the next write overwrites. It offers the parts of transformers' cache
-    interface that the decode loop uses: length, crop, and batch repeat/select.
-    """
-
-    is_croppable = True
-
-    def __init__(
-        self,
-        layers: int,
-        batch: int,
-        heads: int,
-        head_dim: int,
-        like: torch.Tensor,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        shape = (layers, batch, heads, 0, head_dim)
-        self.keys = torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
-        self.values = torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
-        self.length = 0
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def crop(self, max_length: int) -> None:
-        """Keep the first `max_length` positions; a negative value drops that many from the end."""
-        self.length = max_length if max_length >= 0 else max(0, self.length + max_length)
-
-    def reserve(self, length: int) -> None:
-        """Make room for `length` positions, keeping what is cached."""
-        capacity = self.keys.shape[3]
-        if length <= capacity:
-            return
-        wanted = max(length, capacity * 3 // 2)
-        wanted = -(-wanted // GROWTH_STEP) * GROWTH_STEP
-        for name in ("keys", "values"):
-            old = getattr(self, name)
-            new = old.new_empty((*old.shape[:3], wanted, old.shape[4]))
-            new[:, :, :, : self.length] = old[:, :, :, : self.length]
-            setattr(self, name, new)
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        self.keys = self.keys.repeat_interleave(repeats, dim=1)
-        self.values = self.values.repeat_interleave(repeats, dim=1)
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.keys = self.keys[:, indices].contiguous()
-        self.values = self.values[:, indices].contiguous()
 
 
 Weight = torch.Tensor | Packed

@@ -1,4 +1,5 @@
-"""Key/value caches of recent prompts, one per document, for prefix reuse."""
+"""Key/value caches: the lean forward pass's cache that grows in place (`GrowingKv`), and the
+caches of recent prompts, one per document, for prefix reuse (`KvSlots`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,65 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from model_runtime.backend import common_prefix_length
+
+# Cache capacity grows to at least 1.5 times what it held, in multiples of this many positions.
+GROWTH_STEP = 256
+
+
+class GrowingKv:
+    """Keys and values of every layer in two preallocated tensors, written in place.
+
+    Shape (layers, batch, key/value heads, capacity, head dim); positions past `length` are
+    garbage that the next write overwrites. It offers the parts of transformers' cache
+    interface that the decode loop uses: length, crop, and batch repeat/select.
+    """
+
+    is_croppable = True
+
+    def __init__(
+        self,
+        layers: int,
+        batch: int,
+        heads: int,
+        head_dim: int,
+        like: torch.Tensor,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        shape = (layers, batch, heads, 0, head_dim)
+        self.keys = torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
+        self.values = torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
+        self.length = 0
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def crop(self, max_length: int) -> None:
+        """Keep the first `max_length` positions; a negative value drops that many from the end."""
+        self.length = max_length if max_length >= 0 else max(0, self.length + max_length)
+
+    def reserve(self, length: int) -> None:
+        """Make room for `length` positions, keeping what is cached."""
+        capacity = self.keys.shape[3]
+        if length <= capacity:
+            return
+        wanted = max(length, capacity * 3 // 2)
+        wanted = -(-wanted // GROWTH_STEP) * GROWTH_STEP
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_empty((*old.shape[:3], wanted, old.shape[4]))
+            new[:, :, :, : self.length] = old[:, :, :, : self.length]
+            setattr(self, name, new)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self.keys = self.keys.repeat_interleave(repeats, dim=1)
+        self.values = self.values.repeat_interleave(repeats, dim=1)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.keys = self.keys[:, indices].contiguous()
+        self.values = self.values[:, indices].contiguous()
 
 
 def croppable(cache: Any) -> bool:
