@@ -154,3 +154,19 @@ def test_a_stored_load_never_imports_transformers_model_classes(
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_failed_write_leaves_nothing_behind(
+    random_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = load_backend(LoadOptions(str(random_model), quantization="q4")).fast
+    assert fast is not None
+
+    def full_disk(tensors, path, metadata=None):
+        Path(path).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "save_file", full_disk)
+    store.save(fast, tmp_path / "full")
+    assert list((tmp_path / "full").iterdir()) == []
+    assert store.load(tmp_path / "full") is None

@@ -90,15 +90,18 @@ def save(fast: FastLlama, target: Path) -> None:
     except ValueError as exc:
         log.info("packed weights not stored: %s", exc)
         return
+    partial: Path | None = None
     try:
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=target, suffix=".partial", delete=False) as handle:
             partial = Path(handle.name)
         save_file(tensors, str(partial), metadata={"wisp": json.dumps(meta)})
-        partial.replace(target / _FILE)
+        partial.replace(target / _FILE)  # readers see the old file or the whole new one
         log.info("packed weights stored in %s", target)
-    except OSError as exc:
+    except OSError as exc:  # a full disk, a read-only cache folder
         log.warning("cannot store the packed weights in %s: %s", target, exc)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
 
 
 def load(target: Path) -> FastLlama | None:
