@@ -74,7 +74,7 @@ def cuts(ctx: CursorContext, one_line: bool, policy: Policy) -> list[tuple[str, 
 def tidy(text: str, ctx: CursorContext) -> str:
     """Whitespace: none at line ends or after the text, indentation as the document's."""
     text = trimming.join_spacing(trimming.strip_trailing_whitespace(text), ctx)
-    return trimming.match_indentation(text, ctx)
+    return trimming.match_indentation(trimming.drop_doubled_indent(text, ctx), ctx)
 
 
 def trim(

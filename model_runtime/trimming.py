@@ -320,6 +320,27 @@ def join_spacing(text: str, ctx: CursorContext) -> str:
     return text
 
 
+def drop_doubled_indent(text: str, ctx: CursorContext) -> str:
+    """No second indentation of a block's first line: after a block opener, with the editor's
+    indentation already typed (the cursor follows only blank space, deeper than the opener),
+    blank space that starts the text would nest the body twice. The text moves left by it,
+    every line alike, so its lines keep their depth relative to the first.
+    """
+    line = ctx.line_prefix
+    opener = _previous_line(ctx)
+    if not line or line.strip() or not opens_block(opener) or indent_of(line) <= indent_of(opener):
+        return text
+    lines = text.split("\n")
+    extra = indent_of(lines[0])
+    if not extra or not lines[0].strip():
+        return text
+    out = []
+    for row in lines:
+        depth, body = indent_of(row), row.lstrip(" \t")
+        out.append(" " * (depth - extra) + body if body and depth >= extra else row)
+    return "\n".join(out)
+
+
 @dataclass(frozen=True)
 class IndentStyle:
     """How a document indents: with tabs, or with `width` spaces a level."""

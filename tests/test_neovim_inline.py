@@ -190,7 +190,7 @@ def test_new_line_after_a_block_opener_is_indented_once(bundled: Run) -> None:
 def test_top_level_line_gets_no_extra_indentation(bundled: Run) -> None:
     report, context = bundled.report, bundled.context
     step = report["top_level"]
-    before = ["import os", "import sys", "", "", "def main():", "    pass", "", ""]
+    before = ["import os", "import sys", "", "", "def main():", "    print(os.getcwd())", "", ""]
     assert step["typed"] == [*before, ""], context
     assert step["cursor"] == [9, 0], context
     assert (step["shown"]["row"], step["shown"]["col"]) == (8, 0), context

@@ -228,6 +228,26 @@ def test_join_spacing(doc: str, text: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("doc", "text", "expected"),
+    [
+        # the editor indented the body; the model indented it again (Neovim, SmolLM2)
+        ("def f(a, b):\n    |", "    if a:\n        return b", "if a:\n    return b"),
+        ("def f(a, b):\n    |", "    x = 1\n    y = 2", "x = 1\ny = 2"),
+        ("class A:\n    def f(self):\n        |", "    pass", "pass"),
+        ("if (a) {\n    |", "    b();\n}", "b();\n}"),  # a line shallower than it: as is
+        ("def f():\n    |", "return 1", "return 1"),  # nothing doubled
+        ("def f():\n|", "    return 1", "    return 1"),  # no indentation typed yet
+        ("    def f():\n    |", "    return 1", "    return 1"),  # not deeper than it: as is
+        ("x = 1\n    |", "    y = 2", "    y = 2"),  # no block opener before it
+        ("def f():\n    x|", "  + 1", "  + 1"),  # text before the cursor on its line
+        ("def f():\n    |", "    \n    return 1", "    \n    return 1"),  # a blank first line
+    ],
+)
+def test_drop_doubled_indent(doc: str, text: str, expected: str) -> None:
+    assert trimming.drop_doubled_indent(text, at(doc)) == expected
+
+
+@pytest.mark.parametrize(
     ("code", "expected"),
     [
         ("def f():\n    x = 1\n    if x:\n        y = 2\n", trimming.IndentStyle(False, 4)),

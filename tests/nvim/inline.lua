@@ -212,9 +212,10 @@ function scenarios.bundled()
   local bufnr, client = open("add.py", { "def add(a, b):" })
   out.opener = accept_after(bufnr, "A<CR>") -- the indent plugin puts the cursor in column 4
   -- Two blank lines after a function: the bundled model writes the `__main__` guard in fp32,
-  -- bf16 and 4-bit blocks alike. (After imports alone it was a near tie between `def` and a
-  -- comment that wisp cuts, which rounding tipped either way.)
-  local top = { "import os", "import sys", "", "", "def main():", "    pass", "", "" }
+  -- bf16 and 4-bit blocks (with half-float caches) alike. (After imports alone, and after a
+  -- `main` that only passes, it was a near tie with a line that wisp cuts, which rounding
+  -- tipped either way.)
+  local top = { "import os", "import sys", "", "", "def main():", "    print(os.getcwd())", "", "" }
   vim.api.nvim_buf_set_lines(bufnr, 0, -1, true, top)
   out.top_level = accept_after(bufnr, "Go") -- after two blank lines: column 0
 
