@@ -3,6 +3,13 @@
 Cuts (`cut_*`) return a prefix of their input; rewrites change whitespace only. Each knows
 delimiters, not grammars: brackets and quotes are scanned per language family, and the syntax
 check (`syntax.py`) catches what these miss.
+
+Here, in order: bracket and string scanning (`scan`, `Nesting`) and the end of the line
+(`fit_line_suffix`, `is_no_op`); cuts of copies and loops (`cut_suffix_copy`,
+`cut_repeated_lines`, `cut_looping_line`); cuts by block and statement (`cut_at_scope`,
+`cut_to_statement`); whitespace rewrites (`strip_trailing_whitespace`, `join_spacing`,
+`drop_doubled_indent`, then the document's indentation style: `indent_style`,
+`match_indentation`); `normalised` to compare suggestions.
 """
 
 from __future__ import annotations

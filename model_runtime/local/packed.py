@@ -59,7 +59,7 @@ def load_library(arch: str = "native") -> ctypes.CDLL:
     if shutil.which(compiler) is None:
         raise KernelError(f"no C compiler ({compiler!r}) to build the 4-bit kernels")
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + f"{_machine()} {arch} {compiler}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + f"{machine()} {arch} {compiler}".encode()).hexdigest()[:16]
     target = cache_root() / "kernels" / f"blocks-{key}.so"
     if not target.is_file():
         _build(compiler, arch, target)
@@ -83,8 +83,9 @@ def load_library(arch: str = "native") -> ctypes.CDLL:
     return lib
 
 
-def _machine() -> str:
-    """What a build depends on besides the source: the CPU's features (`-march=native`)."""
+def machine() -> str:
+    """What a build (and a stored packing, `store`) depends on besides the source: the CPU's
+    features (`-march=native`)."""
     flags = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

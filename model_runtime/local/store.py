@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from model_runtime.local import fast_llama, packed
 from model_runtime.local.fast_llama import FastLlama, Layer
@@ -77,7 +78,7 @@ def place(folder: str, options: dict[str, Any]) -> Path | None:
         + Path(__file__).read_bytes()
     )
     key = json.dumps(
-        [FORMAT, str(where.resolve()), files, options, torch.__version__, packed._machine()]
+        [FORMAT, str(where.resolve()), files, options, torch.__version__, packed.machine()]
     ).encode()
     digest = hashlib.sha256(key + sources).hexdigest()[:20]
     return cache_root() / "packed" / f"{where.name}-{digest}"
@@ -111,11 +112,10 @@ def load(target: Path) -> FastLlama | None:
     if not path.is_file():
         return None
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             meta = json.loads((handle.metadata() or {})["wisp"])
-        fast = _build(load_file(str(path)), meta)
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not iterable)
+        fast = _build(tensors, meta)
     except Exception as exc:  # a cut or foreign file: any error from safetensors, json or shapes
         log.warning(
             "the stored packed weights %s are unreadable (%s); loading the model", path, exc
