@@ -144,6 +144,7 @@ def test_every_build_of_the_kernels_gives_the_same_products(
     native, other = Packed(weight, kind), Packed(weight, kind, lib)
     assert torch.equal(other.blocks, native.blocks)
     assert torch.equal(other.widen(), native.widen())
+    assert torch.equal(other.widen_bf16(), native.widen_bf16())
     for rows in (1, 3):
         assert torch.allclose(other.linear(x[:rows]), native.linear(x[:rows]), rtol=1e-5, atol=1e-5)
 
@@ -165,6 +166,31 @@ def test_many_rows_multiply_in_the_chosen_dtype() -> None:
     assert close(got, want, 2e-2) and not torch.allclose(got, want, atol=1e-5)
     packed.wide = torch.float32
     assert torch.allclose(packed.linear(x), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("wide", [torch.float32, torch.bfloat16])
+def test_matrices_of_one_shape_take_turns_in_the_widening_buffer(wide: torch.dtype) -> None:
+    """Long products widen into one buffer per shape: each must see its own weights."""
+    torch.manual_seed(6)
+    first, second = Packed(torch.randn(64, 96), Q4_1), Packed(torch.randn(64, 96), Q8_0)
+    x = torch.randn(NATIVE_ROWS + 3, 96)
+    for packed in (first, second):
+        packed.wide = wide
+    tolerance = 1e-5 if wide == torch.float32 else 2e-2
+    for packed in (first, second, first):
+        assert close(packed.linear(x), x @ packed.widen().T, tolerance)
+
+
+def test_bf16_activations_come_back_in_bf16() -> None:
+    """A prefill with bf16 products keeps its activations in bf16, also for a short chunk."""
+    torch.manual_seed(8)
+    packed = Packed(torch.randn(64, 96), Q4_1)
+    packed.wide = torch.bfloat16
+    for rows in (3, NATIVE_ROWS + 1):
+        x = torch.randn(rows, 96)
+        got = packed.linear(x.to(torch.bfloat16))
+        assert got.dtype == torch.bfloat16
+        assert close(got.float(), x @ packed.widen().T, 3e-2)
 
 
 @pytest.mark.parametrize(("bf16_s", "want"), [(0.6, torch.bfloat16), (0.7, torch.float32)])

@@ -31,6 +31,7 @@ from torch import nn
 from model_runtime.local.kv_cache import GrowingKv
 from model_runtime.local.packed import (
     KINDS,
+    NATIVE_ROWS,
     Q8_0,
     KernelError,
     LayerWeights,
@@ -168,6 +169,12 @@ class FastLlama:
             if isinstance(weight, Packed):
                 weight.wide = dtype
 
+    @property
+    def prefill_dtype(self) -> torch.dtype:
+        """The dtype of prefill products and attention: bf16 after `widen_in(bf16)`."""
+        first = self.layers[0].qkv if self.layers else None
+        return first.wide if isinstance(first, Packed) else self.dtype
+
     def release(self, model: Any) -> None:
         """Empty the weights of `model`'s linear and embedding modules: packed ones are used.
 
@@ -236,12 +243,19 @@ class FastLlama:
     def _layers(
         self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: GrowingKv
     ) -> torch.Tensor:
-        """All layers through torch's operations; returns the new hidden states."""
-        count = hidden.shape[1]
-        mask = _causal_mask(count, cache.length, self.heads // self.kv_heads, hidden.device)
+        """All layers through torch's operations; returns the new hidden states.
+
+        The residual stream stays in `hidden`'s dtype. With packed weights widened to bf16 for
+        prefill (AMX), what goes into and comes out of each product stays bf16 too: the products
+        round their outputs to bf16 anyway, and converting every one back and forth cost a
+        fifth of the prefill."""
+        batch, count = hidden.shape[:2]
+        act = self.prefill_dtype if batch * count > NATIVE_ROWS else hidden.dtype
+        group = self.heads // self.kv_heads
+        mask = _causal_mask(count, cache.length, group, hidden.device, act)
         for index, layer in enumerate(self.layers):
-            hidden = hidden + self._attention(layer, hidden, cos, sin, cache, index, mask)
-            x = _rms_norm(hidden, layer.norm_mid, layer.eps_mid)
+            hidden = hidden + self._attention(layer, hidden, cos, sin, cache, index, mask, act)
+            x = _rms_norm(hidden, layer.norm_mid, layer.eps_mid).to(act)
             gate, up = linear(x, layer.gate_up).chunk(2, dim=-1)
             hidden = hidden + linear(F.silu(gate) * up, layer.down)
         return hidden
@@ -255,27 +269,32 @@ class FastLlama:
         cache: GrowingKv,
         index: int,
         mask: torch.Tensor | None,
+        act: torch.dtype,
     ) -> torch.Tensor:
         batch, count, _ = hidden.shape
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
-        x = _rms_norm(hidden, layer.norm_in, layer.eps_in)
+        x = _rms_norm(hidden, layer.norm_in, layer.eps_in).to(act)
         qkv = linear(x, layer.qkv, layer.qkv_bias).view(batch, count, heads + 2 * kv_heads, dim)
-        # Queries and keys are the first heads of one view: they rotate together.
+        # Queries and keys are the first heads of one view: they rotate together (in the
+        # dtype of cos and sin).
         qk, v = qkv.split((heads + kv_heads, kv_heads), dim=2)
         qk = _rotate(qk.transpose(1, 2), cos, sin)
         start, end = cache.length, cache.length + count
         cache.keys[index, :, :, start:end] = qk[:, heads:]
         cache.values[index, :, :, start:end] = v.transpose(1, 2)
         keys, values = cache.keys[index, :, :, :end], cache.values[index, :, :, :end]
-        keys, values = keys.to(qk.dtype), values.to(qk.dtype)  # widened from half floats
         # The query heads that share a key/value head become rows of one attention call.
         q = qk[:, :heads].reshape(batch, kv_heads, heads // kv_heads * count, dim)
         if mask is None:  # one new position: plain products beat the fused kernel's set-up
+            keys, values = keys.to(qk.dtype), values.to(qk.dtype)  # from half floats
             scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(self.scale)
             out = torch.matmul(torch.softmax(scores, dim=-1), values)
         else:
+            # In the products' dtype: where bf16 multiplies fastest (AMX), attention over a
+            # long prompt would otherwise cost as much as the products.
+            q, keys, values = q.to(act), keys.to(act), values.to(act)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
-        out = out.view(batch, heads, count, dim).transpose(1, 2)
+        out = out.view(batch, heads, count, dim).transpose(1, 2).to(act)
         return linear(out.reshape(batch, count, heads * dim), layer.out)
 
 
@@ -309,16 +328,18 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + rotated * sin
 
 
-def _causal_mask(count: int, start: int, group: int, device: Any) -> torch.Tensor | None:
-    """Which cached positions each new position may attend to, rows repeated per query group.
-
-    None for a single new token: it attends to everything cached.
-    """
+def _causal_mask(
+    count: int, start: int, group: int, device: Any, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """What each new position adds to its scores of the cached ones (0, or -inf for a later
+    position), rows repeated per query group; in `dtype`, so attention need not convert it in
+    every layer. None for a single new token: it attends to everything cached."""
     if count == 1:
         return None
     rows = torch.arange(start, start + count, device=device).unsqueeze(1)
-    allowed = torch.arange(start + count, device=device).unsqueeze(0) <= rows
-    return allowed.repeat(group, 1)
+    later = torch.arange(start + count, device=device).unsqueeze(0) > rows
+    mask = torch.zeros(later.shape, dtype=dtype, device=device).masked_fill_(later, float("-inf"))
+    return mask.repeat(group, 1)
 
 
 def _eps(norm: Any) -> float:

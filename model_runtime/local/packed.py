@@ -20,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -130,6 +131,17 @@ class LayerWeights(ctypes.Structure):
     ]
 
 
+_scratches = threading.local()
+
+
+def _scratch(shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """This thread's buffer for a widened matrix of `shape` and `dtype` (contents undefined)."""
+    buffers = _scratches.__dict__.setdefault("buffers", {})
+    if (shape, dtype) not in buffers:
+        buffers[shape, dtype] = torch.empty(shape, dtype=dtype)
+    return buffers[shape, dtype]
+
+
 class Packed:
     """One weight matrix ([out, in] floats) packed into blocks of `kind` along its rows."""
 
@@ -170,13 +182,19 @@ class Packed:
         return self.blocks.numel()
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
-        """`x @ weight.T` in fp32 (`x` fp32, any leading shape)."""
+        """`x @ weight.T` in `x`'s dtype (fp32, or bf16 for products widened to bf16)."""
         rows, cols = x.numel() // x.shape[-1], self.shape[1]
         if rows > NATIVE_ROWS:
+            # The widened matrix lives only for this product, in a buffer reused across calls:
+            # fresh pages for every matrix of every chunk cost more than widening them.
+            wide = _scratch(self.shape, self.wide)
             if self.wide == torch.bfloat16:
-                return F.linear(x.to(torch.bfloat16), self.widen_bf16()).float()
-            return F.linear(x, self.widen())
-        x = x.contiguous()
+                self.lib.wisp_widen_bf16(self.kind, self.pointer, *self.shape, wide.data_ptr())
+            else:
+                self.lib.wisp_widen(self.kind, self.pointer, None, *self.shape, wide.data_ptr())
+            return F.linear(x.to(self.wide), wide).to(x.dtype)
+        narrow = x.dtype
+        x = x.float().contiguous()
         out = x.new_empty(*x.shape[:-1], self.shape[0])
         self.lib.wisp_matmul(
             self.kind,
@@ -188,7 +206,7 @@ class Packed:
             out.data_ptr(),
             torch.get_num_threads(),
         )
-        return out
+        return out.to(narrow)
 
     def widen_bf16(self) -> torch.Tensor:
         """The whole matrix in bf16."""

@@ -103,49 +103,86 @@ void wisp_quantize(int kind, const float *w, int64_t n, int64_t k, void *out) {
     }
 }
 
-static void widen_row(int kind, const void *blocks, int64_t nb, float *out) {
-    for (int64_t b = 0; b < nb; b++) {
-        float *y = out + b * QK;
-        if (kind == KIND_Q4_1) {
-            const q4_1 *q = (const q4_1 *)blocks + b;
-            float d = (float)q->d, m = (float)q->m;
-            for (int j = 0; j < QK / 2; j++) {
-                y[j] = d * (float)(q->qs[j] & 15) + m;
-                y[j + QK / 2] = d * (float)(q->qs[j] >> 4) + m;
-            }
-        } else {
-            const q8_0 *q = (const q8_0 *)blocks + b;
-            float d = (float)q->d;
-            for (int j = 0; j < QK; j++) y[j] = d * (float)q->qs[j];
-        }
+/* The 32 weights of one block as floats. */
+static void widen_block(int kind, const void *block, float *y) {
+#ifdef __AVX2__
+    __m128i bytes[2];
+    __m256 scale, offset = _mm256_setzero_ps();
+    if (kind == KIND_Q4_1) {
+        const q4_1 *q = (const q4_1 *)block;
+        __m128i raw = _mm_loadu_si128((const __m128i *)q->qs), low = _mm_set1_epi8(15);
+        bytes[0] = _mm_and_si128(raw, low);
+        bytes[1] = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
+        scale = _mm256_set1_ps((float)q->d);
+        offset = _mm256_set1_ps((float)q->m);
+    } else {
+        const q8_0 *q = (const q8_0 *)block;
+        bytes[0] = _mm_loadu_si128((const __m128i *)q->qs);
+        bytes[1] = _mm_loadu_si128((const __m128i *)q->qs + 1);
+        scale = _mm256_set1_ps((float)q->d);
     }
+    for (int h = 0; h < 2; h++) {
+        __m128i upper = _mm_unpackhi_epi64(bytes[h], bytes[h]);
+        __m256i lo = kind == KIND_Q4_1 ? _mm256_cvtepu8_epi32(bytes[h]) : _mm256_cvtepi8_epi32(bytes[h]);
+        __m256i hi = kind == KIND_Q4_1 ? _mm256_cvtepu8_epi32(upper) : _mm256_cvtepi8_epi32(upper);
+        _mm256_storeu_ps(y + 16 * h, _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), scale, offset));
+        _mm256_storeu_ps(y + 16 * h + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), scale, offset));
+    }
+#else
+    if (kind == KIND_Q4_1) {
+        const q4_1 *q = (const q4_1 *)block;
+        float d = (float)q->d, m = (float)q->m;
+        for (int j = 0; j < QK / 2; j++) {
+            y[j] = d * (float)(q->qs[j] & 15) + m;
+            y[j + QK / 2] = d * (float)(q->qs[j] >> 4) + m;
+        }
+    } else {
+        const q8_0 *q = (const q8_0 *)block;
+        float d = (float)q->d;
+        for (int j = 0; j < QK; j++) y[j] = d * (float)q->qs[j];
+    }
+#endif
 }
 
 /* Rows `rows[0..count)` of the [*, k] matrix in `w` as floats (all rows in order when NULL). */
 void wisp_widen(int kind, const void *w, const int64_t *rows, int64_t count, int64_t k,
                 float *out) {
     int64_t nb = k / QK;
-    size_t row_bytes = (size_t)nb * (size_t)wisp_block_bytes(kind);
+    size_t block_bytes = (size_t)wisp_block_bytes(kind), row_bytes = (size_t)nb * block_bytes;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < count; i++) {
-        int64_t r = rows ? rows[i] : i;
-        widen_row(kind, (const char *)w + (size_t)r * row_bytes, nb, out + i * k);
+        const char *row = (const char *)w + (size_t)(rows ? rows[i] : i) * row_bytes;
+        for (int64_t b = 0; b < nb; b++) widen_block(kind, row + b * block_bytes, out + i * k + b * QK);
     }
 }
 
-/* The whole [n, k] matrix as bf16 (rounded to nearest even), for CPUs that multiply bf16 fast. */
+/* Eight floats rounded to bf16 (nearest, ties to even; weights are finite). */
+static inline void store_bf16(const float *y, uint16_t *out) {
+#ifdef __AVX2__
+    __m256i bits = _mm256_castps_si256(_mm256_loadu_ps(y));
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    __m256i rounded = _mm256_srli_epi32(
+        _mm256_add_epi32(bits, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff))), 16);
+    __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(rounded, rounded), 0x08);
+    _mm_storeu_si128((__m128i *)out, _mm256_castsi256_si128(packed));
+#else
+    for (int j = 0; j < 8; j++) {
+        uint32_t bits;
+        memcpy(&bits, &y[j], sizeof bits);
+        out[j] = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+    }
+#endif
+}
+
+/* The whole [n, k] matrix as bf16, for CPUs that multiply bf16 fast. */
 void wisp_widen_bf16(int kind, const void *w, int64_t n, int64_t k, uint16_t *out) {
     int64_t nb = k / QK;
     size_t block_bytes = (size_t)wisp_block_bytes(kind);
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < n * nb; b++) {
         float y[QK];
-        widen_row(kind, (const char *)w + (size_t)b * block_bytes, 1, y);
-        for (int j = 0; j < QK; j++) {
-            uint32_t bits;
-            memcpy(&bits, &y[j], sizeof bits);
-            out[b * QK + j] = (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-        }
+        widen_block(kind, (const char *)w + (size_t)b * block_bytes, y);
+        for (int j = 0; j < QK; j += 8) store_bf16(y + j, out + b * QK + j);
     }
 }
 
