@@ -251,9 +251,10 @@ def test_packed_logits_stay_close_to_transformers(make, packing: str) -> None:
 
 
 @pytest.mark.parametrize("make", [llama, qwen2])
-def test_native_step_equals_the_torch_layers_on_the_same_weights(make) -> None:
+def test_native_step_equals_the_torch_layers_on_the_same_weights(make, monkeypatch) -> None:
     """The decode step in C (norms, rotation, cache, attention) against torch's operations,
     which run a chunk of two positions; the first position's logits and keys must agree."""
+    monkeypatch.setattr(fast_llama, "NATIVE_CHUNK", 0)  # chunks through torch
     fast = FastLlama(make(), packing="q4")
     with torch.inference_mode():
         cache, _ = fast.forward(IDS[:, :12], None)
@@ -266,9 +267,35 @@ def test_native_step_equals_the_torch_layers_on_the_same_weights(make) -> None:
     assert torch.allclose(values, cache.values[:, :, :, :13], atol=1e-5)
 
 
+@pytest.mark.parametrize("make", [lambda: llama(max_position_embeddings=512), qwen2])
+@pytest.mark.parametrize(("start", "count"), [(12, 2), (3, 5), (0, 16), (100, 7)])
+def test_a_short_chunk_runs_natively_like_the_torch_layers(
+    make, start: int, count: int, monkeypatch
+) -> None:
+    """A chunk of up to NATIVE_CHUNK positions of one sequence runs in C, each position
+    attending to the ones before it; logits of every position and the cache it wrote agree
+    with torch's operations on the same weights."""
+    assert count <= fast_llama.NATIVE_CHUNK
+    fast = FastLlama(make(), packing="q4")
+    ids = (torch.arange(start + count) * 13 % 97).unsqueeze(0)
+    results = []
+    for limit in (fast_llama.NATIVE_CHUNK, 0):
+        monkeypatch.setattr(fast_llama, "NATIVE_CHUNK", limit)
+        with torch.inference_mode():
+            cache, _ = fast.forward(ids[:, :start], None) if start else (None, None)
+            cache, logits = fast.forward(ids[:, start:], cache)
+        end = start + count
+        results.append((logits, cache.keys[:, :, :, :end], cache.values[:, :, :, :end]))
+    (native, keys, values), (torch_logits, torch_keys, torch_values) = results
+    assert torch.allclose(native, torch_logits, atol=1e-4)
+    assert torch.allclose(keys.float(), torch_keys.float(), atol=2e-3)
+    assert torch.allclose(values.float(), torch_values.float(), atol=2e-3)
+
+
 @pytest.mark.parametrize("length", [65, 300, 1100])  # spans of positions; 1100: on threads
 @pytest.mark.parametrize("rows", [1, 2])
-def test_native_attention_over_long_contexts(length: int, rows: int) -> None:
+def test_native_attention_over_long_contexts(length: int, rows: int, monkeypatch) -> None:
+    monkeypatch.setattr(fast_llama, "NATIVE_CHUNK", 0)  # the chunk of two through torch
     fast = FastLlama(llama(max_position_embeddings=2048), packing="q4")
     ids = (torch.arange(length + 2) * 13 % 97).unsqueeze(0).repeat(rows, 1)
     ids[-1, :7] = 3  # rows differ

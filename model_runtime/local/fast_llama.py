@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 # Products with at most this many rows run in the narrow weight dtype (see `linear`).
 NARROW_ROWS = 4
+# Chunks of up to this many new positions run through the native decode layer with packed
+# weights; longer ones through torch's attention over the widened cache.
+NATIVE_CHUNK = 16
 _MODEL_TYPES = {"llama", "mistral", "qwen2"}
 
 
@@ -209,8 +212,13 @@ class FastLlama:
             hidden = F.embedding(ids, self.embed).to(self.dtype)
         positions = torch.arange(start, end, device=ids.device).unsqueeze(0)
         cos, sin = self.rotary(hidden, positions)
-        if count == 1 and self.packing is not None:
+        if self.packing is not None and count == 1:
             self._native_step(hidden, cos[0, 0].contiguous(), sin[0, 0].contiguous(), cache)
+        elif self.packing is not None and batch == 1 and count <= NATIVE_CHUNK:
+            # A short chunk (the new characters of a keystroke, a draft to check): its rows are
+            # positions of one sequence, each attending to the half-float cache in native code.
+            rows = hidden.view(count, -1)
+            self._native_step(rows, cos[0].contiguous(), sin[0].contiguous(), cache, True)
         else:
             hidden = self._layers(hidden, cos.unsqueeze(1), sin.unsqueeze(1), cache)
         cache.length = end
@@ -219,9 +227,15 @@ class FastLlama:
         return cache, linear(_rms_norm(hidden, self.final_norm, self.final_eps), self.lm_head)
 
     def _native_step(
-        self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: GrowingKv
+        self,
+        hidden: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: GrowingKv,
+        sequence: bool = False,
     ) -> None:
-        """All layers for one new position per row, in native code, `hidden` updated in place."""
+        """All layers in native code, `hidden` ([rows, width]) updated in place: one new position
+        per sequence of the batch, or with `sequence` new positions in a row of sequence 0."""
         step = cache.keys.stride(0) * cache.keys.element_size()
         keys, values = cache.keys.data_ptr(), cache.values.data_ptr()
         threads, lib = torch.get_num_threads(), library()
@@ -238,6 +252,7 @@ class FastLlama:
                 cache.length,
                 self.scale,
                 threads,
+                int(sequence),
             )
 
     def _layers(

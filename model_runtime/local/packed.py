@@ -80,6 +80,7 @@ def load_library(arch: str = "native") -> ctypes.CDLL:
         *(pointer, size, pointer, pointer, pointer, pointer, size, size),
         ctypes.c_float,
         ctypes.c_int,
+        ctypes.c_int,
     ]
     return lib
 

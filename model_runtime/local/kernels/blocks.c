@@ -498,14 +498,18 @@ typedef struct {
     int64_t hidden, inter, heads, kv_heads, dim;
 } layer_weights;
 
-/* hidden[m, h] += attention and MLP of layer `w`; the new keys and values go to position `pos`
- * of `keys`/`values` ([m, kv_heads, capacity, dim] half floats each), which then attend over
- * 0..pos. */
+/* hidden[m, h] += attention and MLP of layer `w`, for m rows that are either
+ * - one new position `pos` of m sequences (`sequence` 0): row r's key and value go to position
+ *   `pos` of sequence r in `keys`/`values` ([m, kv_heads, capacity, dim] half floats each), and
+ *   it attends over 0..pos; `cos`/`sin` hold one position's angles; or
+ * - m new positions pos..pos+m-1 of sequence 0 (`sequence` 1: a short chunk, a draft to check):
+ *   row r goes to position pos+r and attends over 0..pos+r; `cos`/`sin` hold m rows. */
 void wisp_decode_layer(const layer_weights *w, float *hidden, int64_t m, const float *cos,
                        const float *sin, _Float16 *keys, _Float16 *values, int64_t capacity,
-                       int64_t pos, float scale, int threads) {
+                       int64_t pos, float scale, int threads, int sequence) {
     int64_t h = w->hidden, d = w->dim, nq = w->heads * d, nkv = w->kv_heads * d;
-    int64_t width = nq + 2 * nkv, group = w->heads / w->kv_heads, length = pos + 1;
+    int64_t width = nq + 2 * nkv, group = w->heads / w->kv_heads;
+    int64_t length = pos + (sequence ? m : 1); /* the longest any row attends over */
     float *x = malloc(sizeof(float) * (size_t)(m * h));
     float *qkv = malloc(sizeof(float) * (size_t)(m * width));
     float *att = malloc(sizeof(float) * (size_t)(m * nq));
@@ -518,9 +522,11 @@ void wisp_decode_layer(const layer_weights *w, float *hidden, int64_t m, const f
         float *row = qkv + r * width;
         if (w->qkv_bias)
             for (int64_t i = 0; i < width; i++) row[i] += w->qkv_bias[i];
-        for (int64_t head = 0; head < w->heads + w->kv_heads; head++) rotate(row + head * d, cos, sin, d);
+        const float *c = cos + (sequence ? r * d : 0), *s = sin + (sequence ? r * d : 0);
+        for (int64_t head = 0; head < w->heads + w->kv_heads; head++) rotate(row + head * d, c, s, d);
+        int64_t b = sequence ? 0 : r, p = sequence ? pos + r : pos;
         for (int64_t g = 0; g < w->kv_heads; g++) {
-            size_t at = (size_t)(((r * w->kv_heads + g) * capacity + pos) * d);
+            size_t at = (size_t)(((b * w->kv_heads + g) * capacity + p) * d);
             for (int64_t i = 0; i < d; i++) {
                 keys[at + i] = (_Float16)row[nq + g * d + i];
                 values[at + i] = (_Float16)row[nq + nkv + g * d + i];
@@ -532,13 +538,14 @@ void wisp_decode_layer(const layer_weights *w, float *hidden, int64_t m, const f
 #pragma omp parallel for schedule(static) num_threads(team) if (tasks * length >= 4096)
     for (int64_t t = 0; t < tasks; t++) {
         int64_t r = t / w->heads, head = t % w->heads, g = head / group;
+        int64_t b = sequence ? 0 : r, seen = sequence ? pos + r + 1 : pos + 1;
         const float *q = qkv + r * width + head * d;
-        const _Float16 *k = keys + (size_t)((r * w->kv_heads + g) * capacity) * (size_t)d;
-        const _Float16 *v = values + (size_t)((r * w->kv_heads + g) * capacity) * (size_t)d;
+        const _Float16 *k = keys + (size_t)((b * w->kv_heads + g) * capacity) * (size_t)d;
+        const _Float16 *v = values + (size_t)((b * w->kv_heads + g) * capacity) * (size_t)d;
         float *o = att + r * nq + head * d;
-        float *scores = malloc(sizeof(float) * (size_t)length);
+        float *scores = malloc(sizeof(float) * (size_t)seen);
         if (!scores) continue;
-        attend(q, k, v, length, d, scale, scores, o);
+        attend(q, k, v, seen, d, scale, scores, o);
         free(scores);
     }
     wisp_matmul(w->kind, w->out, h, nq, att, m, out, threads);
