@@ -30,6 +30,7 @@ def test_only_the_local_backend_imports_torch_or_transformers() -> None:
         "gguf.py",
         "generation.py",
         "kv_cache.py",
+        "layers.py",
         "loading.py",
         "packed.py",
         "probes.py",

@@ -10,8 +10,8 @@ preallocated in steps and written in place, and grouped-query attention without 
 keys. Rotary embeddings come from the model's own module, so every RoPE variant it supports
 is supported here (or, read back from `store`, from its frequencies).
 
-Here, in order: `Layer` (one layer's fused or packed weights),
-`FastLlama` (`forward`: a decode step in native code for packed weights, `_layers` and
+Here, in order: `FastLlama` (`forward`: a decode step or a short chunk in native code for
+packed weights, `_layers` and
 `_attention` through torch otherwise), `linear` (products with narrowed or packed weights) and
 `unsupported` (why a model lacks the expected parts). `probes` holds the load-time checks against
 transformers' forward and the timings that choose the weights' form; `kv_cache.GrowingKv`
@@ -29,15 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from model_runtime.local.kv_cache import GrowingKv
-from model_runtime.local.packed import (
-    KINDS,
-    NATIVE_ROWS,
-    Q8_0,
-    KernelError,
-    LayerWeights,
-    Packed,
-    library,
-)
+from model_runtime.local.layers import Layer, Weight, eps_of, own
+from model_runtime.local.packed import NATIVE_ROWS, Q8_0, KernelError, Packed, library
 from model_runtime.local.pages import drop_file_pages
 
 log = logging.getLogger(__name__)
@@ -48,60 +41,6 @@ NARROW_ROWS = 4
 # weights; longer ones through torch's attention over the widened cache.
 NATIVE_CHUNK = 16
 _MODEL_TYPES = {"llama", "mistral", "qwen2"}
-
-
-Weight = torch.Tensor | Packed
-
-
-class Layer:
-    """One decoder layer's weights: projections fused, owned copies in `dtype` or packed."""
-
-    def __init__(
-        self, layer: Any, dtype: torch.dtype, packing: str | None, heads: tuple[int, int, int]
-    ) -> None:
-        attn, mlp = layer.self_attn, layer.mlp
-        self.norm_in = _own(layer.input_layernorm, "weight", layer.input_layernorm.weight.dtype)
-        self.norm_mid = _own(
-            layer.post_attention_layernorm, "weight", layer.post_attention_layernorm.weight.dtype
-        )
-        self.eps_in = _eps(layer.input_layernorm)
-        self.eps_mid = _eps(layer.post_attention_layernorm)
-        self.qkv: Weight
-        self.out: Weight
-        self.gate_up: Weight
-        self.down: Weight
-        if packing is None:
-            self.qkv, self.qkv_bias = _fuse(dtype, attn.q_proj, attn.k_proj, attn.v_proj)
-            self.out = _own(attn.o_proj, "weight", dtype)
-            self.gate_up, _ = _fuse(dtype, mlp.gate_proj, mlp.up_proj)
-            self.down = _own(mlp.down_proj, "weight", dtype)
-            return
-        kind = KINDS[packing]
-        self.qkv, self.qkv_bias = _pack(kind, attn.q_proj, attn.k_proj, attn.v_proj)
-        self.out, _ = _pack(kind, attn.o_proj)
-        self.gate_up, _ = _pack(kind, mlp.gate_proj, mlp.up_proj)
-        self.down, _ = _pack(kind, mlp.down_proj)
-        self.bind_native(kind, heads)
-
-    def bind_native(self, kind: int, heads: tuple[int, int, int]) -> None:
-        """Point the native decode step at this layer's packed weights and norms."""
-        assert isinstance(self.qkv, Packed) and isinstance(self.out, Packed)
-        assert isinstance(self.gate_up, Packed) and isinstance(self.down, Packed)
-        self.native = LayerWeights(
-            kind,
-            self.qkv.pointer,
-            self.out.pointer,
-            self.gate_up.pointer,
-            self.down.pointer,
-            None if self.qkv_bias is None else self.qkv_bias.data_ptr(),
-            self.norm_in.data_ptr(),
-            self.norm_mid.data_ptr(),
-            self.eps_in,
-            self.eps_mid,
-            self.down.shape[0],
-            self.down.shape[1],
-            *heads,
-        )
 
 
 class FastLlama:
@@ -140,12 +79,12 @@ class FastLlama:
             if let_go:
                 drop_file_pages([inner.embed_tokens.weight, model.lm_head.weight])
         else:
-            self.embed = _own(inner.embed_tokens, "weight", self.weight_dtype)
+            self.embed = own(inner.embed_tokens, "weight", self.weight_dtype)
             if tied:
                 model.lm_head.weight = inner.embed_tokens.weight
                 self.lm_head = self.embed
             else:
-                self.lm_head = _own(model.lm_head, "weight", self.weight_dtype)
+                self.lm_head = own(model.lm_head, "weight", self.weight_dtype)
         self.rotary: Any = inner.rotary_emb
         self.heads = int(config.num_attention_heads)
         self.kv_heads = int(getattr(config, "num_key_value_heads", None) or self.heads)
@@ -159,8 +98,8 @@ class FastLlama:
             self.layers.append(Layer(layer, self.weight_dtype, packing, shape))
             if let_go and packing is not None:
                 drop_file_pages(layer.parameters())
-        self.final_norm = _own(inner.norm, "weight", self.dtype)
-        self.final_eps = _eps(inner.norm)
+        self.final_norm = own(inner.norm, "weight", self.dtype)
+        self.final_eps = eps_of(inner.norm)
 
     def widen_in(self, dtype: torch.dtype) -> None:
         """Multiply products of many rows (prefill) in `dtype`, for packed weights."""
@@ -355,40 +294,6 @@ def _causal_mask(
     later = torch.arange(start + count, device=device).unsqueeze(0) > rows
     mask = torch.zeros(later.shape, dtype=dtype, device=device).masked_fill_(later, float("-inf"))
     return mask.repeat(group, 1)
-
-
-def _eps(norm: Any) -> float:
-    return float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
-
-
-def _fuse(dtype: torch.dtype, *linears: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One weight in `dtype` (and one bias) for several linear layers; they keep views of it."""
-    weight = torch.cat([linear.weight.detach().to(dtype) for linear in linears])
-    biases = [linear.bias for linear in linears]
-    bias = torch.cat([b.detach() for b in biases]) if all(b is not None for b in biases) else None
-    row = 0
-    for linear in linears:
-        rows = linear.weight.shape[0]
-        linear.weight = nn.Parameter(weight[row : row + rows], requires_grad=False)
-        if bias is not None:
-            linear.bias = nn.Parameter(bias[row : row + rows], requires_grad=False)
-        row += rows
-    return weight, bias
-
-
-def _own(module: Any, name: str, dtype: torch.dtype) -> torch.Tensor:
-    """A copy of `module.name` in `dtype` that the module now holds instead of the original."""
-    tensor = getattr(module, name).detach().to(dtype, copy=True)
-    setattr(module, name, nn.Parameter(tensor, requires_grad=False))
-    return tensor
-
-
-def _pack(kind: int, *linears: Any) -> tuple[Packed, torch.Tensor | None]:
-    """Several linear layers' weights stacked and packed (and their biases, stacked)."""
-    weight = torch.cat([linear.weight.detach() for linear in linears])
-    biases = [linear.bias for linear in linears]
-    bias = torch.cat([b.detach() for b in biases]) if all(b is not None for b in biases) else None
-    return Packed(weight, kind), bias
 
 
 def unsupported(model: Any) -> str | None:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_runtime.local.fast_llama import FastLlama, Weight, linear
+from model_runtime.local.fast_llama import FastLlama, linear
+from model_runtime.local.layers import Weight
 from model_runtime.local.packed import BLOCK, KINDS, Q8_0, KernelError, Packed, library
 from model_runtime.local.pages import drop_file_pages
 

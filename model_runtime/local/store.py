@@ -29,9 +29,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from model_runtime.local import fast_llama, packed
-from model_runtime.local.fast_llama import FastLlama, Layer
+from model_runtime.local import fast_llama, layers, packed
+from model_runtime.local.fast_llama import FastLlama
 from model_runtime.local.gguf import cache_root
+from model_runtime.local.layers import Layer
 from model_runtime.local.packed import KINDS, Packed
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,9 @@ def place(folder: str, options: dict[str, Any]) -> Path | None:
         if p.is_file() and p.suffix in (".json", ".safetensors")
     )
     sources = (
-        b"".join(Path(module.__file__ or "").read_bytes() for module in (fast_llama, packed))
+        b"".join(
+            Path(module.__file__ or "").read_bytes() for module in (fast_llama, layers, packed)
+        )
         + packed.SOURCE.read_bytes()
         + Path(__file__).read_bytes()
     )
