@@ -1,4 +1,9 @@
-"""Weights packed in 4- and 8-bit blocks: the native kernels against plain torch arithmetic."""
+"""Weights packed in 4- and 8-bit blocks: the native kernels against plain torch arithmetic.
+
+In order: packing, widening and products of few and many rows (every build alike, bf16
+rounding, the widening buffer, the bf16 prefill choice), building the kernels, the lean pass
+with packed weights against transformers, the native decode step and short chunks against
+torch's layers and attention in every build, then loading: the probe, what refuses to pack."""
 
 from __future__ import annotations
 

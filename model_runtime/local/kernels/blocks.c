@@ -7,6 +7,11 @@
  * VNNI instruction where the CPU has one).
  *
  * Built and loaded at run time by packed.py; without AVX2 the plain C loops below run instead.
+ *
+ * In order: the block layouts; quantizing and widening whole matrices (`wisp_quantize`,
+ * `wisp_widen`, `wisp_widen_bf16`, for prefill products torch runs); products of a few rows
+ * (`wisp_matmul`); and one decoder layer for a decode step or a short chunk
+ * (`wisp_decode_layer`: norms, rotation, the half-float cache, `attend`, the MLP).
  */
 #include <math.h>
 #include <stdint.h>
@@ -346,7 +351,7 @@ void wisp_matmul(int kind, const void *w, int64_t n, int64_t k, const float *x, 
     free(a);
 }
 
-/* ---- One decoder layer for one new position per row (a decode step), all in place. ---- */
+/* ---- One decoder layer for a decode step or a short chunk of one sequence, in place. ---- */
 
 /* Keys and values are cached as half floats: half the bytes a decode step reads. With AVX2 the
  * kernels widen them eight at a time (F16C, which every AVX2 CPU has). */
