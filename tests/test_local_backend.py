@@ -18,6 +18,7 @@ from model_runtime.local import (
     TransformersBackend,
     load_backend,
 )
+from model_runtime.local.generation import PREFILL_TAIL, chunk_ends
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +208,7 @@ def test_reused_cache_answers_as_a_fresh_prefill(random_model: Path, num_candida
     prompt = f"<|fim_suffix|>\n<|fim_prefix|>{CODE}def per<|fim_middle|>"
     again = _greedy(reusing, prompt, **opts)
     baseline = _greedy(fresh, prompt, **opts)
-    assert again.prompt_tokens > PREFILL_CHUNK  # the fresh prefill took several chunks
+    assert again.prompt_tokens > PREFILL_CHUNK + PREFILL_TAIL  # the fresh prefill: 2+ chunks
     assert again.prompt_tokens - again.timings_ms["reused_tokens"] <= 4
     assert [c.token_ids for c in again.candidates] == [c.token_ids for c in baseline.candidates]
     for ours, theirs in zip(again.candidates, baseline.candidates, strict=True):
@@ -271,3 +272,24 @@ def test_continuation_scores_reuse_the_prompt_and_leave_it_cached(random_model: 
     assert slot.cache.get_seq_length() == len(slot.ids) == len(warm.encode(prompt))
     again = warm.generate(request, threading.Event())
     assert again.timings_ms["reused_tokens"] == again.prompt_tokens - 1
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "ends"),
+    [
+        (0, 551, [256, 551]),  # a tail of 39 joins the chunk before it
+        (0, 807, [256, 512, 807]),
+        (0, 575, [256, 575]),  # a tail of 63
+        (0, 576, [256, 576]),  # of 64: the longest that joins
+        (0, 577, [256, 512, 577]),
+        (0, 256, [256]),
+        (0, 300, [300]),  # one chunk a little longer than PREFILL_CHUNK
+        (0, 40, [40]),
+        (100, 900, [356, 612, 900]),  # from a reused prefix
+        (7, 7, []),  # nothing to prefill
+    ],
+)
+def test_prefill_chunks_end_every_chunk_with_a_short_tail_joined(
+    start: int, end: int, ends: list[int]
+) -> None:
+    assert chunk_ends(start, end) == ends
