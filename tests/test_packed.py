@@ -297,7 +297,7 @@ def test_a_short_chunk_runs_natively_like_the_torch_layers(
     assert torch.allclose(values.float(), torch_values.float(), atol=2e-3)
 
 
-@pytest.mark.parametrize("length", [65, 300, 1100])  # spans of positions; 1100: on threads
+@pytest.mark.parametrize("length", [65, 300, 1100])  # spans of positions; 300, 1100: on threads
 @pytest.mark.parametrize("rows", [1, 2])
 def test_native_attention_over_long_contexts(length: int, rows: int, monkeypatch) -> None:
     monkeypatch.setattr(fast_llama, "NATIVE_CHUNK", 0)  # the chunk of two through torch
