@@ -3,10 +3,13 @@
 Every step checks the stop criteria, so a cancel or a deadline lands within one step; the
 first steps of an answer are held to the healed lead (see `model_runtime/healing.py`).
 
-`TransformersBackend`, in its order: `generate` (`_prefill`, then `_decode` with drafts checked
-by `_check_draft`), the idle work on kept caches (`prefill`, `forget`), `continuation_logprobs`
-for ranking, then the helpers of the loop (forward pass, healing constraints, sampling, text);
-last `chunk_ends`, where a prompt's prefill chunks end.
+`TransformersBackend`, in its order: the tokenizer's helpers (`encode`, `decode`, `_prompt_ids`),
+`generate` (`_prefill` in chunks ending at `chunk_ends`, then `_decode`), the idle work on
+kept caches (`prefill`, `forget`), `_check_draft` (a draft checked in one pass, for
+`_decode`), `continuation_logprobs` and `_fit` for ranking, then the helpers of the loop
+(`_forward`, the healing constraints `_held_to_lead` and `_allowed_ids`, `_keep_prompt`,
+`_choose` for sampling, `_visible`/`_append`/`_candidate` for text). Last, outside the class,
+`chunk_ends`: where a prompt's prefill chunks end.
 """
 
 from __future__ import annotations

@@ -188,11 +188,7 @@ class Packed:
         if rows > NATIVE_ROWS:
             # The widened matrix lives only for this product, in a buffer reused across calls:
             # fresh pages for every matrix of every chunk cost more than widening them.
-            wide = _scratch(self.shape, self.wide)
-            if self.wide == torch.bfloat16:
-                self.lib.wisp_widen_bf16(self.kind, self.pointer, *self.shape, wide.data_ptr())
-            else:
-                self.lib.wisp_widen(self.kind, self.pointer, None, *self.shape, wide.data_ptr())
+            wide = self.widen_into(_scratch(self.shape, self.wide))
             return F.linear(x.to(self.wide), wide).to(x.dtype)
         narrow = x.dtype
         x = x.float().contiguous()
@@ -209,11 +205,17 @@ class Packed:
         )
         return out.to(narrow)
 
+    def widen_into(self, out: torch.Tensor) -> torch.Tensor:
+        """The whole matrix written into `out` (its shape, fp32 or bf16), which is returned."""
+        if out.dtype == torch.bfloat16:
+            self.lib.wisp_widen_bf16(self.kind, self.pointer, *self.shape, out.data_ptr())
+        else:
+            self.lib.wisp_widen(self.kind, self.pointer, None, *self.shape, out.data_ptr())
+        return out
+
     def widen_bf16(self) -> torch.Tensor:
         """The whole matrix in bf16."""
-        out = torch.empty(self.shape, dtype=torch.bfloat16)
-        self.lib.wisp_widen_bf16(self.kind, self.pointer, *self.shape, out.data_ptr())
-        return out
+        return self.widen_into(torch.empty(self.shape, dtype=torch.bfloat16))
 
     def widen(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The matrix in fp32, or only the rows with indices `rows` (any shape) in that shape."""
