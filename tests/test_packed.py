@@ -339,6 +339,35 @@ def test_every_build_attends_like_torch(
         assert torch.allclose(out.double(), want, rtol=1e-5, atol=3e-6), (length, dim)
 
 
+def _attend(lib: ctypes.CDLL, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`wisp_attend` of one head at scale 1."""
+    out = torch.empty(q.shape[0])
+    pointers = (ctypes.c_void_p(t.data_ptr()) for t in (q, k, v))
+    assert lib.wisp_attend(
+        *pointers,
+        ctypes.c_int64(k.shape[0]),
+        ctypes.c_int64(q.shape[0]),
+        ctypes.c_float(1.0),
+        ctypes.c_void_p(out.data_ptr()),
+    )
+    return out
+
+
+@pytest.mark.parametrize(("arch", "feature"), ARCHES.items())
+@pytest.mark.parametrize("at", [0, 5, 8, 19, 296, 300])  # lanes of the first and later eights, the tail
+def test_one_score_far_above_the_rest_wherever_it_is(
+    arch: str, feature: str, at: int, tmp_path: Path, monkeypatch
+) -> None:
+    """The softmax is shifted by the largest score. Were it missed, e^100 (scores 0 and 100
+    here) would overflow a float, and the answer would not be that position's value."""
+    lib = build_for(arch, feature, tmp_path, monkeypatch)
+    q = torch.zeros(64)
+    q[0] = 10.0
+    k, v = torch.zeros(301, 64).half(), torch.randn(301, 64).half()
+    k[at, 0] = 10.0
+    assert torch.allclose(_attend(lib, q, k, v), v[at].float(), atol=1e-3)
+
+
 @pytest.mark.parametrize(("arch", "feature"), ARCHES.items())
 def test_every_build_of_the_kernels_takes_the_same_decode_step(
     arch: str, feature: str, tmp_path: Path, monkeypatch
