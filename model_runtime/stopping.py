@@ -8,12 +8,15 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from model_runtime.trimming import loop_start
+
 StopReason = Literal[
     "eos",
     "fim_end",
     "stop_string",
     "newline",
     "suffix_line",
+    "loop",
     "max_tokens",
     "deadline",
     "cancelled",
@@ -63,6 +66,21 @@ def suffix_line(line: str) -> StopCriterion:
         return "suffix_line" if any(row.strip() == wanted for row in done.split("\n")) else None
 
     return check if wanted else (lambda _s: None)
+
+
+def looping_line(copies: float = 4, chars: int = 32) -> StopCriterion:
+    """Stop once the line being written ends in `copies` copies, `chars` characters or more, of
+    a unit (`.types.types.types.types`): trimming keeps only the first copy of a line that ends
+    repeating itself, so a small model caught in a loop would decode the rest of its budget for
+    nothing. Legitimate repeats that long (`[None, None, None, None, None, None]`) are rare,
+    and trimming cuts them so already whenever the budget runs out inside them."""
+
+    def check(s: DecodeState) -> StopReason | None:
+        line = s.text[s.text.rfind("\n") + 1 :].rstrip()
+        looping = len(line) >= chars and loop_start(line, copies, chars) is not None
+        return "loop" if looping else None
+
+    return check
 
 
 def max_tokens(limit: int) -> StopCriterion:

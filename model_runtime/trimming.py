@@ -194,11 +194,12 @@ def cut_repeated_lines(text: str) -> str:
     return text
 
 
-def _loop_start(line: str) -> int | None:
+def loop_start(line: str, copies: float = 2.5, chars: int = 0) -> int | None:
     """Where a line that ends repeating itself should stop: after the first copy of the unit.
 
-    The line must end in 2.5 or more copies of a unit of two or more different characters, one
-    of them a letter (a run of one character, `xxxxxx` or `======`, is no loop).
+    The line must end in `copies` or more copies (and `chars` or more characters) of a unit of
+    two or more different characters, one of them a letter (a run of one character, `xxxxxx`
+    or `======`, is no loop).
     """
     loops = []
     for period in range(2, len(line) // 2 + 1):
@@ -208,7 +209,7 @@ def _loop_start(line: str) -> int | None:
         start, run = j + 1, len(line) - j - 1
         unit = line[start : start + period]
         letters = any(c.isalpha() or c == "_" for c in unit)
-        if 2 * run >= 5 * period and letters and len(set(unit)) > 1:
+        if run >= copies * period and run >= chars and letters and len(set(unit)) > 1:
             loops.append((start, period))
     return sum(min(loops)) if loops else None
 
@@ -217,7 +218,7 @@ def cut_looping_line(text: str) -> str:
     """Cut a line that ends repeating itself (`f(f(f(f(`) after its first copy; drop the rest."""
     offset = 0
     for line in text.split("\n"):
-        cut = _loop_start(line.rstrip())
+        cut = loop_start(line.rstrip())
         if cut is not None:
             return text[: offset + cut]
         offset += len(line) + 1

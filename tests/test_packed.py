@@ -354,7 +354,7 @@ def _attend(lib: ctypes.CDLL, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor)
 
 
 @pytest.mark.parametrize(("arch", "feature"), ARCHES.items())
-@pytest.mark.parametrize("at", [0, 5, 8, 19, 296, 300])  # lanes of the first and later eights, the tail
+@pytest.mark.parametrize("at", [0, 5, 8, 19, 296, 300])  # in the first or a later eight, the tail
 def test_one_score_far_above_the_rest_wherever_it_is(
     arch: str, feature: str, at: int, tmp_path: Path, monkeypatch
 ) -> None:

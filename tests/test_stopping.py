@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from model_runtime import trimming
 from model_runtime.stopping import (
     DecodeState,
     cancelled,
@@ -13,6 +14,7 @@ from model_runtime.stopping import (
     eos,
     fim_end,
     first_reason,
+    looping_line,
     max_tokens,
     single_line,
     stop_strings,
@@ -31,6 +33,19 @@ from model_runtime.stopping import (
         (stop_strings(["\ndef ", ""]), DecodeState([1], "x\nde"), None),
         (single_line(), DecodeState([1], "abc"), None),
         (single_line(), DecodeState([1], "abc\n"), "newline"),
+        (looping_line(), DecodeState([1], "x" + ".types" * 6), "loop"),
+        (looping_line(), DecodeState([1], "x" + ".types" * 5), None),  # 30 characters
+        (looping_line(), DecodeState([1], "import getmemberspec(*" + "spec(*" * 5), "loop"),
+        (looping_line(), DecodeState([1], "a\n" + "f(" * 20), "loop"),
+        (looping_line(), DecodeState([1], "f(" * 20 + "\nx = 1"), None),  # a line that ended
+        (looping_line(), DecodeState([1], "ab" * 16 + "c"), None),  # broke out of it
+        (looping_line(), DecodeState([1], "=" + "ab" * 16), "loop"),
+        (looping_line(), DecodeState([1], "=" + "ab" * 15), None),  # 30 characters
+        (looping_line(), DecodeState([1], "ab\n" * 12), None),  # repeated lines: not a loop
+        (looping_line(), DecodeState([1], "x" + "getmemberspec(*" * 3 + "getmem"), None),
+        (looping_line(), DecodeState([1], "x = " + "None, " * 4 + "None"), None),  # 3.7 copies
+        (looping_line(), DecodeState([1], "grid = [" + "0, " * 30), None),  # no letter
+        (looping_line(), DecodeState([1], "s = '" + "a" * 40), None),  # one character
         (max_tokens(2), DecodeState([1], "a"), None),
         (max_tokens(2), DecodeState([1, 2], "ab"), "max_tokens"),
     ],
@@ -82,3 +97,16 @@ def test_cut_at_stops(text: str, stops: tuple[str, ...], one_line: bool, expecte
 )
 def test_suffix_line(text: str, line: str, reason: str | None) -> None:
     assert suffix_line(line)(DecodeState(text=text)) == reason
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["x" + ".types" * 7, "from x import getmemberspec(*getmemberspec(*" + "getmemberspec(*" * 3],
+)
+def test_a_loop_stops_where_trimming_would_keep_the_same_text(line: str) -> None:
+    """Decoding stops at the first length where the criterion fires; trimming that shorter
+    text keeps what it keeps of the whole line."""
+    criterion = looping_line()
+    stop = next(n for n in range(1, len(line) + 1) if criterion(DecodeState([1], line[:n])))
+    assert stop < len(line)
+    assert trimming.cut_looping_line(line[:stop]) == trimming.cut_looping_line(line)

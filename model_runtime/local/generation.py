@@ -42,6 +42,7 @@ from model_runtime.stopping import (
     eos,
     fim_end,
     first_reason,
+    looping_line,
     max_tokens,
     single_line,
     stop_strings,
@@ -134,6 +135,7 @@ class TransformersBackend:
             stop_strings(request.stop_strings),
             *([single_line()] if request.single_line else []),
             suffix_line(request.suffix_line),
+            looping_line(),
             max_tokens(params.max_new_tokens),
         ]
         started = time.perf_counter()

@@ -40,6 +40,7 @@ from model_runtime.stopping import (
     StopCriterion,
     StopReason,
     first_reason,
+    looping_line,
     max_tokens,
     single_line,
     stop_strings,
@@ -141,6 +142,7 @@ class RemoteBackend:
             stop_strings(request.stop_strings),
             *([single_line()] if request.single_line else []),
             suffix_line(request.suffix_line),
+            looping_line(),
             max_tokens(request.params.max_new_tokens),
         ]
         choices = [_Choice() for _ in range(request.params.num_candidates)]
