@@ -6,11 +6,11 @@ check (`syntax.py`) catches what these miss.
 
 Here, in order: bracket and string scanning (`scan`, `Nesting`) and the end of the line
 (`fit_line_suffix`, `is_no_op`); cuts of copies and loops (`cut_suffix_copy`,
-`cut_repeated_lines`, `cut_looping_line`); cuts by block and statement (`indent_of` and
-`opens_block`, which the rewrites use too, then `cut_at_scope`, `cut_to_statement`);
-whitespace rewrites (`strip_trailing_whitespace`, `join_spacing`, `drop_doubled_indent`, then
-the document's indentation style: `indent_style`, `match_indentation`); `normalised` to compare
-suggestions.
+`cut_repeated_lines`, `cut_looping_line` with `loop_start`, which a stop criterion shares);
+cuts by block and statement (`indent_of` and `opens_block`, which the rewrites use too, then
+`cut_at_scope`, `cut_to_statement`); whitespace rewrites (`strip_trailing_whitespace`,
+`join_spacing`, `drop_doubled_indent`, then the document's indentation style: `indent_style`,
+`match_indentation`); `normalised` to compare suggestions.
 """
 
 from __future__ import annotations
