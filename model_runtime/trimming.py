@@ -202,7 +202,7 @@ def loop_start(line: str, copies: float = 2.5, chars: int = 0) -> int | None:
     or `======`, is no loop).
     """
     loops = []
-    for period in range(2, len(line) // 2 + 1):
+    for period in range(2, int(len(line) / copies) + 1):  # a longer unit has too few copies
         j = len(line) - period - 1
         while j >= 0 and line[j] == line[j + period]:
             j -= 1
