@@ -312,6 +312,22 @@ def test_native_attention_over_long_contexts(length: int, rows: int, monkeypatch
     assert torch.allclose(native[:, 0], chunk[:, 0], atol=1e-4)
 
 
+def _attend(
+    lib: ctypes.CDLL, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float = 1.0
+) -> torch.Tensor:
+    """`wisp_attend` of one head: softmax(k . q * scale) . v."""
+    out = torch.empty(q.shape[0])
+    pointers = (ctypes.c_void_p(t.data_ptr()) for t in (q, k, v))
+    assert lib.wisp_attend(
+        *pointers,
+        ctypes.c_int64(k.shape[0]),
+        ctypes.c_int64(q.shape[0]),
+        ctypes.c_float(scale),
+        ctypes.c_void_p(out.data_ptr()),
+    )
+    return out
+
+
 @pytest.mark.parametrize(("arch", "feature"), ARCHES.items())
 @pytest.mark.parametrize("dim", [64, 128, 12, 136])  # 12 and 136: the plain loops everywhere
 def test_every_build_attends_like_torch(
@@ -325,32 +341,9 @@ def test_every_build_attends_like_torch(
         q = torch.randn(dim)
         k, v = (torch.randn(length, dim) * 4).half(), torch.randn(length, dim).half()
         scale = dim**-0.5
-        out = torch.empty(dim)
-        assert lib.wisp_attend(
-            ctypes.c_void_p(q.data_ptr()),
-            ctypes.c_void_p(k.data_ptr()),
-            ctypes.c_void_p(v.data_ptr()),
-            ctypes.c_int64(length),
-            ctypes.c_int64(dim),
-            ctypes.c_float(scale),
-            ctypes.c_void_p(out.data_ptr()),
-        )
+        out = _attend(lib, q, k, v, scale)
         want = torch.softmax(k.double() @ q.double() * scale, dim=0) @ v.double()
         assert torch.allclose(out.double(), want, rtol=1e-5, atol=3e-6), (length, dim)
-
-
-def _attend(lib: ctypes.CDLL, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """`wisp_attend` of one head at scale 1."""
-    out = torch.empty(q.shape[0])
-    pointers = (ctypes.c_void_p(t.data_ptr()) for t in (q, k, v))
-    assert lib.wisp_attend(
-        *pointers,
-        ctypes.c_int64(k.shape[0]),
-        ctypes.c_int64(q.shape[0]),
-        ctypes.c_float(1.0),
-        ctypes.c_void_p(out.data_ptr()),
-    )
-    return out
 
 
 @pytest.mark.parametrize(("arch", "feature"), ARCHES.items())
