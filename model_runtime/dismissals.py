@@ -44,7 +44,12 @@ def place_of(ctx: CursorContext) -> Place:
 
 
 def contradicts(offered: str, typed: str) -> bool:
-    """Whether typing `typed` where `offered` was shown turns it down."""
+    """Whether typing `typed` where `offered` was shown turns it down.
+
+    Spaces and tabs before either do not count: a separator typed ahead of a suggestion that did
+    not start with one (`value =`, a space, then `xxx`) is on the way to it, not away from it.
+    """
+    offered, typed = offered.lstrip(" \t"), typed.lstrip(" \t")
     return bool(typed) and not offered.startswith(typed) and not typed.startswith(offered)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -117,10 +118,16 @@ class CompletionEngine:
         """The answer from the result cache, or None when the model has to run."""
         started = time.perf_counter()
         ctx = cursor_context(request.text, request.offset, request.path, request.language)
-        return self._cached(ctx, started)
+        return self._cached(ctx, request, started)
 
-    def _cached(self, ctx: CursorContext, started: float) -> CompletionResult | None:
-        hit = self.cache.get(ctx)
+    def _depends(self, ctx: CursorContext, request: CompletionRequest) -> Hashable:
+        """What an answer at `ctx` depends on besides the document: the cross-file sources."""
+        return self.cross_file.sources(ctx.path, request.others, request.edits)
+
+    def _cached(
+        self, ctx: CursorContext, request: CompletionRequest, started: float
+    ) -> CompletionResult | None:
+        hit = self.cache.get(ctx, self._depends(ctx, request))
         if hit is None:
             return None
         suggestions, through = hit
@@ -135,7 +142,7 @@ class CompletionEngine:
     ) -> CompletionResult:
         started = time.perf_counter()
         ctx = cursor_context(request.text, request.offset, request.path, request.language)
-        if (hit := self._cached(ctx, started)) is not None:
+        if (hit := self._cached(ctx, request, started)) is not None:
             return hit
         cancel = cancel or threading.Event()
         opts = self.options
@@ -163,7 +170,7 @@ class CompletionEngine:
             **generation.timings_ms,
             "total": (time.perf_counter() - started) * 1000,
         }
-        self.cache.put(ctx, suggestions)
+        self.cache.put(ctx, suggestions, self._depends(ctx, request))
         return CompletionResult(suggestions, timings)
 
     @property
@@ -182,7 +189,7 @@ class CompletionEngine:
         if not isinstance(backend, Prefills) or cancel.is_set():
             return 0
         ctx = cursor_context(request.text, request.offset, request.path, request.language)
-        if self.cache.get(ctx) is not None:
+        if self.cache.get(ctx, self._depends(ctx, request)) is not None:
             return 0
         asked, _ = self._ask(ctx, request, self.options, time.perf_counter())
         return backend.prefill(asked, cancel)

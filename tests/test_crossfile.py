@@ -254,6 +254,29 @@ def test_engine_prompts_start_with_the_same_block_while_typing() -> None:
     assert prompts[2].endswith("result = helper_1_3(98")
 
 
+def test_an_answer_is_not_reused_after_a_sibling_document_changed() -> None:
+    """The result cache keys on the context from other documents too: the same cursor in the
+    same document asks the model again once a definition it was shown changed or closed."""
+    backend = FakeBackend(["value)"], get_template("prefix-only"))
+    engine = CompletionEngine(backend, EngineOptions(cross_file=CrossFileOptions(tokens=2000)))
+    ctx = typing_context("")
+
+    def ask(*others: OpenDocument, edits: tuple[EditedRange, ...] = ()) -> str:
+        request = CompletionRequest(ctx.prefix, len(ctx.prefix), "app.py", "python", others, edits)
+        return engine.complete(request).source
+
+    changed = OpenDocument("pkg/m1.py", "def helper_1_3(value, scale):\n    pass\n", "python")
+    assert ask(module(1)) == "model"
+    assert ask(module(1)) == "cache"
+    assert ask(changed) == "model"
+    assert "# def helper_1_3(value, scale):" in backend.requests[-1].prompt
+    assert ask(changed) == "cache"
+    assert ask(changed, edits=(EditedRange("pkg/m1.py", 0),)) == "model"  # edited there
+    assert ask() == "model"  # closed
+    assert ask(edits=(EditedRange("app.py", 2),)) == "cache"  # its own edits are in the text
+    assert len(backend.requests) == 4
+
+
 def test_engine_without_other_documents_prompts_as_before() -> None:
     backend = FakeBackend(["x"], get_template("prefix-only"))
     CompletionEngine(backend).complete(CompletionRequest("a = ", 4, "app.py", "python"))

@@ -38,7 +38,13 @@ def at(before: str, after: str = "\n", path: str = "a.py") -> CursorContext:
         ("foo()", "foo()", False),  # accepted
         ("foo()", "foo() + 1", False),  # accepted, then more
         ("foo()", "", False),
-        ("foo()", " ", True),
+        ("foo()", " ", False),  # a separator first: the user may type it next
+        ("foo()", "\t ", False),
+        ("foo()", " fo", False),
+        ("foo()", " b", True),
+        (" foo()", "f", False),  # the offer's own leading space left out
+        ("foo()", "\n", True),  # to the next line without it
+        ("foo()", "\nfoo()", True),
     ],
 )
 def test_contradicts(offered: str, typed: str, dismissed: bool) -> None:
@@ -129,3 +135,18 @@ def test_the_engine_does_not_offer_again_what_was_typed_over() -> None:
     engine.cache.clear()
     assert texts("y = ") == []  # from the model, screened
     assert texts("z = ") == ["foo()", "bar()"]
+
+
+def test_a_space_typed_before_the_suggestion_keeps_it() -> None:
+    """Seen in VS Code on a busy machine: `xxx` shown at `value =`, then the user's space; the
+    model's answer after the space (`xxx` again) must be shown, not taken for dismissed."""
+    engine = CompletionEngine(FakeBackend(["xxx"]))
+
+    def texts(doc: str) -> list[str]:
+        result = engine.complete(CompletionRequest(doc, len(doc), "a.py"))
+        return [s.text for s in result.suggestions]
+
+    assert texts("value =") == ["xxx"]
+    assert texts("value = ") == ["xxx"]
+    assert texts("value = y") == ["xxx"]
+    assert texts("value = ") == []  # `y` did turn it down

@@ -90,3 +90,13 @@ def test_size_zero_disables_the_cache() -> None:
     cache = ResultCache(size=0)
     cache.put(ctx("a"), sug("b"))
     assert cache.get(ctx("a")) is None
+
+
+def test_entries_are_used_only_with_what_they_depend_on() -> None:
+    cache = ResultCache()
+    cache.put(ctx("x = "), sug("range(3)"), depends=("m.py", 1))
+    assert cache.get(ctx("x = "), ("m.py", 1)) == (sug("range(3)"), False)
+    assert cache.get(ctx("x = ra"), ("m.py", 1)) is not None
+    assert cache.get(ctx("x = "), ("m.py", 2)) is None
+    assert cache.get(ctx("x = ra"), ("m.py", 2)) is None
+    assert cache.get(ctx("x = ")) is None

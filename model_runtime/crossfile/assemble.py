@@ -138,13 +138,7 @@ class CrossFileContext:
         if not others:
             return EMPTY
         edits = [e for e in edits if e.path != ctx.path]
-        key = (
-            template.name,
-            ctx.language,
-            self.options,
-            tuple((d.path, hash(d.text)) for d in others),
-            tuple(edits),
-        )
+        key = (template.name, ctx.language, self.options, self.sources(ctx.path, others, edits))
         line = ctx.prefix.count("\n")
         kept = self._kept.get(ctx.path)
         if (
@@ -159,6 +153,18 @@ class CrossFileContext:
         if len(self._kept) > self.size:
             self._kept.popitem(last=False)
         return block
+
+    def sources(
+        self, path: str, others: Sequence[OpenDocument], edits: Sequence[EditedRange]
+    ) -> tuple[object, ...]:
+        """What a block for a cursor in `path` is made from: the other documents' texts (by
+        hash) and their recent edits; () when there is no budget for a block."""
+        if self.options.tokens <= 0:
+            return ()
+        return (
+            tuple((d.path, hash(d.text)) for d in others if d.path != path),
+            tuple(e for e in edits if e.path != path),
+        )
 
     def _build(
         self,
