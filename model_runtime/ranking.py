@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from model_runtime.backend import Candidate
 from model_runtime.context import CursorContext
 
-# Chosen on the bundled model, SmolLM2-135M (README, "Ranking and trimming"): the highest gate
+# Chosen on the bundled model, SmolLM2-135M (docs/quality.md, "The gate"): the highest gate
 # that, on all five evaluation sets, still showed every exact match.
 DEFAULT_MIN_CONFIDENCE = 0.3
 # Log-probability units taken off the score for each warning sign.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lsp_server.bench.replay import Recording
-from lsp_server.bench.report import latency_block, percentile, summarize, table
+from lsp_server.bench.report import latency_block, percentile, plot, summarize, table
 from lsp_server.bench.script import (
     MAX_TYPED,
     follow_ghost_text,
@@ -171,6 +171,22 @@ def _replay_command(
     assert done.returncode == 0, done.stderr[-2000:]
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return done, json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("engines", [("wisp",), ("wisp", "llama.cpp")])
+def test_plot_draws_every_engine_in_one_figure(engines: tuple[str, ...], tmp_path: Path) -> None:
+    rng = random.Random(0)
+    typical = {"cold": 1500.0, "warm": 3.0, "jump": 1500.0, "typed_through": 3.0}
+    samples = {
+        engine: [
+            (kind, ms * rng.uniform(0.5, 4.0)) for kind, ms in typical.items() for _ in range(20)
+        ]
+        for engine in engines
+    }
+    out = tmp_path / "latency-by-kind.png"
+    plot(samples, out, "synthetic replay")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(tmp_path.iterdir()) == [out]  # one file, whatever the number of engines
 
 
 def test_side_by_side_table_and_remote_settings() -> None:

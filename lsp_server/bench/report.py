@@ -106,27 +106,51 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def plot(samples: Sequence[tuple[str, float]], out: Path, title: str) -> None:
-    """Latency distributions per kind (log scale), one row each, saved as an image."""
+def plot(samples: Mapping[str, Sequence[tuple[str, float]]], out: Path, title: str) -> None:
+    """Latency per request kind (log scale) as box plots, one box per engine in each kind's group.
+
+    `samples` maps an engine's label to its (kind, ms) samples: one engine gives one box a kind;
+    two (`--against`) stand side by side in one figure, so the same replay compares.
+    """
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError as exc:  # an optional extra: say how to get it
         raise RuntimeError("--plot needs matplotlib: pip install 'wisp-lsp[bench]'") from exc
-    kinds = [k for k in KINDS if any(kind == k for kind, _ in samples)]
-    data = [[ms for kind, ms in samples if kind == k] for k in kinds]
-    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.8 * len(kinds)))
+    present = {kind for rows in samples.values() for kind, _ in rows}
+    kinds = [k for k in KINDS if k in present]
+    width = 0.8 / max(len(samples), 1)
+    fig, ax = plt.subplots(figsize=(2.0 + 1.4 * len(kinds), 4.5))
+    for i, rows in enumerate(samples.values()):
+        color = f"C{i}"
+        for column, kind in enumerate(kinds, start=1):
+            values = [ms for k, ms in rows if k == kind]
+            if not values:
+                continue
+            x = column + (i - (len(samples) - 1) / 2) * width
+            ax.boxplot(
+                [values],
+                positions=[x],
+                widths=0.8 * width,
+                patch_artist=True,
+                boxprops={"facecolor": color, "alpha": 0.3, "edgecolor": color},
+                medianprops={"color": "black"},
+                showfliers=False,
+            )
+            jitter = [x + 0.6 * width * ((j * 0.618) % 1 - 0.5) for j in range(len(values))]
+            ax.scatter(jitter, values, s=6, alpha=0.35, color=color)
+    ax.set_xticks(range(1, len(kinds) + 1), [k.replace("_", " ") for k in kinds])
     if kinds:
-        ax.boxplot(data, vert=False, tick_labels=kinds, showfliers=True)
-        for row, values in enumerate(data, start=1):
-            jitter = [row + 0.25 * ((i * 0.618) % 1 - 0.5) for i in range(len(values))]
-            ax.scatter(values, jitter, s=6, alpha=0.35)
-        ax.set_xscale("log")
-    ax.set_xlabel("latency (ms, log scale)")
+        ax.set_yscale("log")
+    if len(samples) > 1:
+        handles = [Patch(color=f"C{i}", alpha=0.5, label=name) for i, name in enumerate(samples)]
+        ax.legend(handles=handles)
+    ax.set_ylabel("latency (ms, log scale)")
     ax.set_title(title)
-    ax.grid(axis="x", alpha=0.3)
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

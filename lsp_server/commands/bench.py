@@ -85,14 +85,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"wisp: {exc}", file=sys.stderr)
         return 2
     try:
-        summary = _measure(args, plan, raw, settings, "bench")
+        summary, samples = _measure(args, plan, raw, settings, "bench")
+        by_engine = {"wisp": samples}
         if args.against:
-            summary = _against(args, plan, raw, settings, summary)
+            summary, by_engine["llama.cpp"] = _against(args, plan, raw, settings, summary)
     except (RuntimeError, AgainstError) as exc:
         print(f"wisp: {exc}", file=sys.stderr)
         return 1
     if args.json_out:
         args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.plot:
+        return _plot(by_engine, args.plot, f"wisp bench: {args.file.name}")
+    return 0
+
+
+def _plot(by_engine: dict[str, list[tuple[str, float]]], out: Path, title: str) -> int:
+    """One figure of every engine's latency per kind; 1 when matplotlib is missing."""
+    from lsp_server.bench.report import plot
+
+    try:
+        plot(by_engine, out, f"{title} ({' and '.join(by_engine)})")
+    except RuntimeError as exc:
+        print(f"wisp: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -102,12 +117,12 @@ def _measure(
     raw: dict[str, Any],
     settings: Settings,
     label: str,
-) -> dict[str, Any]:
-    """Replay `plan` through `wisp serve` with `raw` settings; print and return the figures."""
+) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+    """Replay `plan` through `wisp serve`; print and return the figures and the samples."""
     from tqdm import tqdm
 
     from lsp_server.bench.replay import replay
-    from lsp_server.bench.report import plot, summarize, table
+    from lsp_server.bench.report import summarize, table
     from lsp_server.bench.throughput import throughput
     from model_runtime.backend import ModelLoadError
 
@@ -135,10 +150,7 @@ def _measure(
     summary["open_pause_s"] = args.open_pause
     summary["settings"] = raw
     print(table(summary))
-    if args.plot:
-        out = args.plot if label == "bench" else args.plot.with_stem(f"{args.plot.stem}-{label}")
-        plot(recording.samples, out, f"wisp bench ({label}): {args.file.name}")
-    return summary
+    return summary, recording.samples
 
 
 def _against(
@@ -147,8 +159,8 @@ def _against(
     raw: dict[str, Any],
     settings: Settings,
     local: dict[str, Any],
-) -> dict[str, Any]:
-    """The same replay with llama.cpp's server running the model; both summaries, side by side."""
+) -> tuple[dict[str, Any], list[tuple[str, float]]]:
+    """The same replay through llama.cpp's server: both summaries side by side, its samples."""
     from lsp_server.bench import against
     from lsp_server.settings import parse_settings
     from model_runtime.model_source import resolve_model
@@ -162,7 +174,9 @@ def _against(
     threads = settings.threads or len(os.sched_getaffinity(0))
     with against.llama_server(python, gguf, threads) as (endpoint, process):
         remote_raw = against.remote_settings(raw, endpoint)
-        remote = _measure(args, plan, remote_raw, parse_settings(remote_raw)[0], "llama.cpp")
+        remote, samples = _measure(
+            args, plan, remote_raw, parse_settings(remote_raw)[0], "llama.cpp"
+        )
         remote["server_peak_rss_mb"] = against.peak_rss_mb(process.pid)
     print(against.side_by_side(local, remote))
-    return {"local": local, "llama.cpp": remote, "llama_server_threads": threads}
+    return {"local": local, "llama.cpp": remote, "llama_server_threads": threads}, samples

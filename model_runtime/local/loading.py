@@ -283,8 +283,8 @@ def _quantize(model: PreTrainedModel, scheme: str, device: str) -> PreTrainedMod
     """Weight-only quantization of the linear layers with torchao, in place.
 
     torchao replaces torch.ao's dynamic quantization, which torch deprecates. On this project's
-    CPU (AVX2, no VNNI) int8 prefills and decodes no faster than fp32 for a small model: see the
-    README before turning it on. int4 needs a CUDA device.
+    CPU (AVX2, no VNNI) int8 prefills and decodes no faster than fp32 for a small model: see
+    docs/runtime.md before turning it on. int4 needs a CUDA device.
     """
     if scheme == "int4" and device != "cuda":
         raise ModelLoadError("quantization 'int4' runs on a CUDA device only; use 'int8' on CPU")
