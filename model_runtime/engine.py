@@ -118,16 +118,16 @@ class CompletionEngine:
         """The answer from the result cache, or None when the model has to run."""
         started = time.perf_counter()
         ctx = cursor_context(request.text, request.offset, request.path, request.language)
-        return self._cached(ctx, request, started)
+        return self._cached(ctx, self._depends(ctx, request), started)
 
     def _depends(self, ctx: CursorContext, request: CompletionRequest) -> Hashable:
         """What an answer at `ctx` depends on besides the document: the cross-file sources."""
         return self.cross_file.sources(ctx.path, request.others, request.edits)
 
     def _cached(
-        self, ctx: CursorContext, request: CompletionRequest, started: float
+        self, ctx: CursorContext, depends: Hashable, started: float
     ) -> CompletionResult | None:
-        hit = self.cache.get(ctx, self._depends(ctx, request))
+        hit = self.cache.get(ctx, depends)
         if hit is None:
             return None
         suggestions, through = hit
@@ -142,7 +142,8 @@ class CompletionEngine:
     ) -> CompletionResult:
         started = time.perf_counter()
         ctx = cursor_context(request.text, request.offset, request.path, request.language)
-        if (hit := self._cached(ctx, request, started)) is not None:
+        depends = self._depends(ctx, request)
+        if (hit := self._cached(ctx, depends, started)) is not None:
             return hit
         cancel = cancel or threading.Event()
         opts = self.options
@@ -170,7 +171,7 @@ class CompletionEngine:
             **generation.timings_ms,
             "total": (time.perf_counter() - started) * 1000,
         }
-        self.cache.put(ctx, suggestions, self._depends(ctx, request))
+        self.cache.put(ctx, suggestions, depends)
         return CompletionResult(suggestions, timings)
 
     @property
