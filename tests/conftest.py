@@ -27,23 +27,10 @@ def paren_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm2_folder() -> Path:
-    """The bundled SmolLM2 GGUF, converted once per machine into the wisp cache."""
-    from model_runtime.local.gguf import converted_folder
+def smollm2_tokenizer():
+    """The bundled SmolLM2 GGUF's tokenizer, built from its metadata as the loader builds it."""
+    from model_runtime.local.gguf_file import GgufFile
+    from model_runtime.local.gguf_tokenizer import build_tokenizer
     from model_runtime.model_source import BUNDLED_MODEL
 
-    return converted_folder(BUNDLED_MODEL)
-
-
-@pytest.fixture(scope="session")
-def smollm2_tokenizer(smollm2_folder: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(smollm2_folder)
-
-
-@pytest.fixture(autouse=True)
-def no_packed_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every load the long way, so each test sees the probes and choices it sets up; the
-    store's own tests turn it back on (`test_store`). Servers started by tests inherit it."""
-    monkeypatch.setenv("WISP_PACKED_STORE", "0")
+    return build_tokenizer(GgufFile(BUNDLED_MODEL).metadata)

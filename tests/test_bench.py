@@ -139,6 +139,20 @@ def test_bench_runs_against_the_real_server(x_model: Path, tmp_path: Path) -> No
     assert "p50 ms" in done.stdout
 
 
+def test_speed_line_of_the_local_model(random_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "speed.json"
+    command = [sys.executable, "-m", "lsp_server.cli", "bench", "--speed", "--model"]
+    command += [str(random_model), "--speed-tokens", "40", "--speed-steps", "3", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text())["wisp"]
+    assert figures["prefill_tokens"] == 40 and figures["decode_tokens_per_s"] > 0
+    assert done.stdout.startswith("wisp ") and "tok/s" in done.stdout
+    remote = [*command, "--settings", '{"backend": "openai", "endpoint": "http://127.0.0.1:9"}']
+    refused = subprocess.run(remote, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "local runtime" in refused.stderr
+
+
 @pytest.mark.slow
 def test_soak_reports_rounds_memory_and_drift(x_model: Path, tmp_path: Path) -> None:
     done, report = _replay_command(

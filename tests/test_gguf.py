@@ -1,4 +1,4 @@
-"""GGUF files as a model source: finding, checking, converting once, and failing clearly."""
+"""GGUF files as a model source: finding, reading in place, the tokenizer kept, failing clearly."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from lsp_session import start, stop
 
 from model_runtime.backend import ModelLoadError
-from model_runtime.local import LoadOptions, gguf, load_backend
-from model_runtime.local.gguf import check_header, converted_folder, file_identity, find_gguf
+from model_runtime.local import LoadOptions, load_backend, loading
+from model_runtime.local.gguf_file import GgufFile, check_header, file_identity, find_gguf
 from model_runtime.model_source import BUNDLED_MODEL
 
 
@@ -56,14 +56,33 @@ def test_identity_follows_content_not_path(tmp_path: Path) -> None:
     assert file_identity(a) != file_identity(b)
 
 
+def test_the_reader_agrees_with_the_gguf_package() -> None:
+    """Every metadata value and every tensor's type, shape and bytes, on the bundled file."""
+    from gguf import GGUFReader
+
+    ours, theirs = GgufFile(BUNDLED_MODEL), GGUFReader(str(BUNDLED_MODEL))
+    fields = {k: f.contents() for k, f in theirs.fields.items() if not k.startswith("GGUF.")}
+    assert ours.metadata == fields
+    assert len(ours.tensors) == len(theirs.tensors) == 272
+    for tensor in theirs.tensors:
+        info = ours.tensors[tensor.name]
+        assert info.type == int(tensor.tensor_type)
+        assert info.shape == tuple(reversed([int(d) for d in tensor.shape]))
+        assert bytes(ours.blocks(tensor.name).numpy()) == tensor.data.tobytes()
+
+
 def test_truncated_file_is_a_load_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path / "cache"))
     cut = tmp_path / "cut.gguf"
     with BUNDLED_MODEL.open("rb") as whole:
         cut.write_bytes(whole.read(3 << 20))  # header and metadata, weights cut short
-    with pytest.raises(ModelLoadError, match=r"cut\.gguf"):
+    with pytest.raises(ModelLoadError, match=r"cut\.gguf.*cut short"):
         load_backend(LoadOptions(str(cut)))
-    assert not any((tmp_path / "cache" / "gguf").glob("cut*"))  # nothing half-written is kept
+    half = tmp_path / "half.gguf"
+    with BUNDLED_MODEL.open("rb") as whole:
+        half.write_bytes(whole.read(200_000))  # the vocabulary itself cut short
+    with pytest.raises(ModelLoadError, match=r"half\.gguf"):
+        load_backend(LoadOptions(str(half)))
 
 
 def test_missing_file_is_a_load_error() -> None:
@@ -71,23 +90,34 @@ def test_missing_file_is_a_load_error() -> None:
         load_backend(LoadOptions("/nowhere/model.gguf"))
 
 
-@pytest.mark.slow
-def test_conversion_is_cached(smollm2_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def convert_again(*_args: object) -> None:
-        raise AssertionError("converted a second time")
+def test_the_tokenizer_is_built_once_and_kept(tmp_path: Path, monkeypatch) -> None:
+    """The first start builds the tokenizer from the metadata and keeps it; later starts read
+    it; nothing else is written but the kernels."""
+    monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path / "cache"))
+    first = load_backend(LoadOptions(str(BUNDLED_MODEL)))
+    built = loading.build_tokenizer
 
-    monkeypatch.setattr(gguf, "_convert", convert_again)
-    assert converted_folder(BUNDLED_MODEL) == smollm2_folder  # found, not converted again
-    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
-        p.name for p in smollm2_folder.iterdir()
-    }
+    def build_again(*_args: object) -> None:
+        raise AssertionError("built a second time")
+
+    monkeypatch.setattr(loading, "build_tokenizer", build_again)
+    second = load_backend(LoadOptions(str(BUNDLED_MODEL)))
+    text = "def f(x):\n\treturn x + 1  # é 😀"
+    assert first.encode(text) == second.encode(text)
+    kept = {p.name for p in (tmp_path / "cache").iterdir()}
+    assert "tokenizers" in kept and kept <= {"kernels", "tokenizers"}  # kernels: if built here
+    monkeypatch.setattr(loading, "build_tokenizer", built)
+    (folder,) = (tmp_path / "cache" / "tokenizers").iterdir()
+    (folder / "tokenizer.json").write_text("{ not json")  # a damaged copy is built again
+    assert load_backend(LoadOptions(str(BUNDLED_MODEL))).encode(text) == first.encode(text)
 
 
-@pytest.mark.slow
-def test_folder_holding_a_gguf_loads_with_the_prefix_only_template(smollm2_folder: Path) -> None:
+def test_folder_holding_a_gguf_loads_with_the_prefix_only_template() -> None:
     backend = load_backend(LoadOptions(str(BUNDLED_MODEL.parent)))
     assert backend.template.name == "prefix-only"  # SmolLM2 has no fill-in-the-middle tokens
     assert backend.healing is not None and len(backend.healing.pieces) == 49152
+    assert backend.model is None and backend.fast is not None  # no transformers model at all
+    assert backend.fast.packing == "Q4_1+Q8_0+F32"
 
 
 @pytest.mark.slow
@@ -104,12 +134,12 @@ async def test_server_reports_a_corrupt_gguf_and_stays_up(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-async def test_first_start_shows_the_conversion(tmp_path: Path) -> None:
-    """From an empty cache the server converts the bundled GGUF and says so while it does."""
+async def test_first_start_shows_the_tokenizer_being_built(tmp_path: Path) -> None:
+    """From an empty cache the server builds the bundled file's tokenizer and says so."""
     session, _ = await start({}, env={"WISP_CACHE_DIR": str(tmp_path / "cache")})
     status = await session.wait_state("ready", "error", timeout=600)
     assert status["state"] == "ready", status
     messages = [s["message"] for s in session.statuses]
-    assert any("dequantizing" in m for m in messages), messages
-    assert any((tmp_path / "cache" / "gguf").iterdir())
+    assert any("tokenizer" in m for m in messages), messages
+    assert any((tmp_path / "cache" / "tokenizers").iterdir())
     assert await stop(session) == 0

@@ -23,7 +23,7 @@ from lsp_server.settings import Settings, parse_settings
 from lsp_server.stats import Stats
 from model_runtime.backend import GenerationRequest, GenerationResult, SamplingParams
 from model_runtime.engine import CompletionEngine, CompletionRequest, EngineOptions
-from model_runtime.local import IDLE_PREFILL_CHUNK, LoadOptions, TransformersBackend, load_backend
+from model_runtime.local import IDLE_PREFILL_CHUNK, LoadOptions, LocalBackend, load_backend
 from model_runtime.remote import RemoteOptions, load_remote
 
 CODE = "".join(
@@ -53,7 +53,7 @@ def prefix_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-def _backend(model: Path, slots: int = 4) -> TransformersBackend:
+def _backend(model: Path, slots: int = 4) -> LocalBackend:
     backend = load_backend(LoadOptions(str(model)))
     backend.slots.size = slots
     return backend
@@ -277,7 +277,7 @@ class Server:
         self.results: list[GenerationResult] = []
         self.queued: list[str] = []
         self.next_id = 0
-        if isinstance(backend, TransformersBackend):
+        if isinstance(backend, LocalBackend):
             generate = backend.generate
 
             def spy(request: GenerationRequest, cancel: threading.Event) -> GenerationResult:

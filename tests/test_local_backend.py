@@ -15,25 +15,25 @@ from model_runtime.local import (
     DEFAULT_THREADS,
     PREFILL_CHUNK,
     LoadOptions,
-    TransformersBackend,
+    LocalBackend,
     load_backend,
 )
 from model_runtime.local.generation import PREFILL_TAIL, chunk_ends
 
 
 @pytest.fixture(scope="module")
-def x_backend(x_model: Path) -> TransformersBackend:
+def x_backend(x_model: Path) -> LocalBackend:
     return load_backend(LoadOptions(str(x_model)))
 
 
-def ask(backend: TransformersBackend, cancel: threading.Event | None = None, **params: object):
+def ask(backend: LocalBackend, cancel: threading.Event | None = None, **params: object):
     request = GenerationRequest(
         "<|fim_suffix|><|fim_prefix|>x = <|fim_middle|>", SamplingParams(**params)
     )  # type: ignore[arg-type]
     return backend.generate(request, cancel or threading.Event())
 
 
-def test_template_comes_from_the_config(x_backend: TransformersBackend) -> None:
+def test_template_comes_from_the_config(x_backend: LocalBackend) -> None:
     assert x_backend.template.name == "wisp"
 
 
@@ -44,7 +44,7 @@ def test_template_detected_from_tokens_without_config_hint(tmp_path: Path) -> No
     assert overridden.template.name == "starcoder"
 
 
-def test_candidates_carry_per_token_logprobs(x_backend: TransformersBackend) -> None:
+def test_candidates_carry_per_token_logprobs(x_backend: LocalBackend) -> None:
     result = ask(x_backend, max_new_tokens=6)
     [cand] = result.candidates
     assert cand.text == "xxxxxx" and cand.stop_reason == "max_tokens"
@@ -64,13 +64,13 @@ def test_several_candidates_sampled_from_random_model(random_model: Path) -> Non
         assert len(cand.logprobs) == len(cand.token_ids)  # the end token is not part of it
 
 
-def test_stop_reasons(x_backend: TransformersBackend) -> None:
+def test_stop_reasons(x_backend: LocalBackend) -> None:
     request = GenerationRequest("x", SamplingParams(max_new_tokens=50), stop_strings=("xxx",))
     [cand] = x_backend.generate(request, threading.Event()).candidates
     assert cand.stop_reason == "stop_string" and cand.text == "xxx"
 
 
-def test_cancel_stops_within_a_step(x_backend: TransformersBackend) -> None:
+def test_cancel_stops_within_a_step(x_backend: LocalBackend) -> None:
     cancel = threading.Event()
     result_box: list = []
     worker = threading.Thread(
@@ -89,7 +89,7 @@ def test_cancel_stops_within_a_step(x_backend: TransformersBackend) -> None:
     assert stopped_after_ms < 1000, "cancel took longer than a decode step should"
 
 
-def test_int8_generates_the_same(x_model: Path, x_backend: TransformersBackend) -> None:
+def test_int8_generates_the_same(x_model: Path, x_backend: LocalBackend) -> None:
     quantized = load_backend(LoadOptions(str(x_model), quantization="int8"))
     assert ask(quantized, max_new_tokens=4).candidates[0].text == "xxxx"
 
@@ -121,7 +121,7 @@ def test_load_errors_name_the_cause(
 
 
 def test_the_decode_loop_uses_the_cache_argument_this_transformers_wants(
-    x_backend: TransformersBackend, caplog: pytest.LogCaptureFixture
+    x_backend: LocalBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
     """No deprecation warning per step (5.x renamed `past_key_values` to `cache`)."""
     import logging
@@ -185,7 +185,7 @@ def test_cuda_without_a_gpu_is_refused(x_model: Path) -> None:
         load_backend(LoadOptions(str(x_model), device="cuda"))
 
 
-def _greedy(backend: TransformersBackend, prompt: str, key: str = "doc", **params: object):
+def _greedy(backend: LocalBackend, prompt: str, key: str = "doc", **params: object):
     request = GenerationRequest(
         prompt,
         SamplingParams(**params),  # type: ignore[arg-type]
@@ -215,7 +215,7 @@ def test_reused_cache_answers_as_a_fresh_prefill(random_model: Path, num_candida
         assert ours.logprobs == pytest.approx(theirs.logprobs, abs=1e-4)
 
 
-def test_identical_prompt_recomputes_only_its_last_token(x_backend: TransformersBackend) -> None:
+def test_identical_prompt_recomputes_only_its_last_token(x_backend: LocalBackend) -> None:
     _greedy(x_backend, "<|fim_suffix|><|fim_prefix|>y = <|fim_middle|>", key="same")
     result = _greedy(x_backend, "<|fim_suffix|><|fim_prefix|>y = <|fim_middle|>", key="same")
     assert result.timings_ms["reused_tokens"] == result.prompt_tokens - 1
@@ -232,7 +232,7 @@ def test_kept_caches_are_bounded(random_model: Path) -> None:
         assert slot.cache.get_seq_length() == len(slot.ids)
 
 
-def test_time_budget_stops_decoding(x_backend: TransformersBackend) -> None:
+def test_time_budget_stops_decoding(x_backend: LocalBackend) -> None:
     request = GenerationRequest(
         "<|fim_suffix|><|fim_prefix|>z<|fim_middle|>",
         SamplingParams(max_new_tokens=4000),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from model_runtime.backend import GenerationRequest, SamplingParams
-from model_runtime.local import LoadOptions, TransformersBackend, load_backend
+from model_runtime.local import LoadOptions, LocalBackend, load_backend
 from model_runtime.lookahead import DraftIndex, accepted_length
 
 
@@ -54,7 +54,7 @@ def test_accepted_length(draft: list[int], predicted: list[int], want: int) -> N
 REPEATING = "def add(a, b):\n    return a + b\n\n\ndef add(a, b):\n    return a + b\n\n\ndef "
 
 
-def generate(backend: TransformersBackend, prompt: str, draft: int, **params: object):
+def generate(backend: LocalBackend, prompt: str, draft: int, **params: object):
     request = GenerationRequest(
         prompt,
         SamplingParams(max_new_tokens=40, draft_tokens=draft, **params),  # type: ignore[arg-type]

@@ -117,7 +117,7 @@ def basics(x_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 
 @pytest.fixture(scope="module")
-def bundled(smollm2_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+def bundled(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """The bundled model (no `model` setting): indentation, candidates, :qa! mid-request."""
     # No latency cap: on a busy machine the cap would cut answers short, not make them wrong.
     settings = {"maxNewTokens": 24, "maxLatencyMs": 0}

@@ -231,3 +231,19 @@ def test_bench_against_llama_cpp_side_by_side(tmp_path: Path) -> None:
     assert llama["settings"]["backend"] == "openai" and llama["server_p50_ms"] > 0
     assert llama["server_peak_rss_mb"] > 0 and local["server_p50_ms"] is None
     assert "llama.cpp" in done.stdout and "warm p50_ms" in done.stdout
+
+
+def test_speed_lines_for_wisp_and_llama_cpp_on_the_same_file(tmp_path: Path) -> None:
+    """`wisp bench --speed --against llama.cpp`: one line per engine, both figures positive."""
+    out = tmp_path / "speed.json"
+    command = [sys.executable, "-m", "lsp_server.cli", "bench", "--speed", "--against"]
+    command += ["llama.cpp", "--llama-python", str(SERVER_PYTHON), "--json", str(out)]
+    command += ["--speed-tokens", "64", "--speed-steps", "4"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text())
+    for engine in ("wisp", "llama.cpp"):
+        assert figures[engine]["prefill_tokens"] == 64
+        assert figures[engine]["prefill_tokens_per_s"] > 0
+        assert figures[engine]["decode_tokens_per_s"] > 0
+        assert done.stdout.count(f"{engine} ") == 1

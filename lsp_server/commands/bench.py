@@ -69,6 +69,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="replay the same typing through llama.cpp's server on the same GGUF, side by side",
     )
     parser.add_argument(
+        "--speed",
+        action="store_true",
+        help="only measure prefill and decode tokens/s (of llama.cpp too with --against)",
+    )
+    parser.add_argument("--speed-tokens", type=int, default=600, help="prompt tokens for --speed")
+    parser.add_argument("--speed-steps", type=int, default=32, help="decode steps for --speed")
+    parser.add_argument(
         "--llama-python",
         help="the Python with llama-cpp-python[server] (default: $WISP_LLAMA_SERVER_PYTHON, "
         "the venv of .ci/install-llama-server, or this one)",
@@ -84,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"wisp: {exc}", file=sys.stderr)
         return 2
+    if args.speed:
+        return _speed(args, settings)
     try:
         summary, samples = _measure(args, plan, raw, settings, "bench")
         by_engine = {"wisp": samples}
@@ -96,6 +105,37 @@ def run(args: argparse.Namespace) -> int:
         args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
     if args.plot:
         return _plot(by_engine, args.plot, f"wisp bench: {args.file.name}")
+    return 0
+
+
+def _speed(args: argparse.Namespace, settings: Settings, runs: int = 3) -> int:
+    """Speed lines of the local model and, with --against, of llama.cpp on the same file."""
+    from lsp_server.bench import against
+    from lsp_server.bench.speed import llama_speed, speed_line, wisp_speed
+    from lsp_server.loading import load_engine
+    from model_runtime.backend import ModelLoadError
+    from model_runtime.model_source import resolve_model
+
+    if settings.backend != "local":
+        print("wisp: --speed measures the local runtime: leave `backend` unset", file=sys.stderr)
+        return 2
+    tokens, steps = args.speed_tokens, args.speed_steps
+    threads = settings.threads or len(os.sched_getaffinity(0))
+    try:
+        backend = load_engine(settings).backend
+        figures = {"wisp": wisp_speed(backend, args.file.read_text("utf-8"), tokens, steps, runs)}
+        print(speed_line("wisp", figures["wisp"]))
+        if args.against:
+            gguf = Path(resolve_model(settings.model))
+            python = against.llama_python(args.llama_python)
+            llama = llama_speed(python, gguf, args.file, tokens, steps, runs, threads)
+            figures["llama.cpp"] = llama
+            print(speed_line("llama.cpp", llama))
+    except (ModelLoadError, against.AgainstError) as exc:
+        print(f"wisp: {exc}", file=sys.stderr)
+        return 1
+    if args.json_out:
+        args.json_out.write_text(json.dumps({**figures, "threads": threads}, indent=2) + "\n")
     return 0
 
 

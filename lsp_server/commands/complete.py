@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from lsprotocol import types
@@ -32,10 +33,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         text = read_source(args.path)
-        _, settings = cli_settings(args.settings, args.model)
+        raw, settings = cli_settings(args.settings, args.model)
     except InputError as exc:
         print(f"wisp: {exc}", file=sys.stderr)
         return 2
+    if "maxLatencyMs" not in raw:
+        # One answer asked for on the command line: no keystroke is waiting for it, and a
+        # large model's first prefill takes seconds (an editor's first request leans on the
+        # server's idle prefill instead).
+        settings = replace(settings, max_latency_ms=0)
     try:
         engine = load_engine(settings)
     except ModelLoadError as exc:

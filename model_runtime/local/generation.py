@@ -3,13 +3,14 @@
 Every step checks the stop criteria, so a cancel or a deadline lands within one step; the
 first steps of an answer are held to the healed lead (see `model_runtime/healing.py`).
 
-`TransformersBackend`, in its order: the tokenizer's helpers (`encode`, `decode`, `_prompt_ids`),
-`generate` (`_prefill` in chunks ending at `chunk_ends`, then `_decode`), the idle work on
-kept caches (`prefill`, `forget`), `_check_draft` (a draft checked in one pass, for
+`LocalBackend`, in its order: the tokenizer's helpers (`encode`, `decode`, `_prompt_ids`),
+`generate` (`_prefill` in chunks ending at `chunk_ends`, then `_decode`: `_take` each step's
+tokens into the rows, `_advance` to the next pass), `speed` for `wisp bench --speed`, the idle
+work on kept caches (`prefill`, `forget`), `_check_draft` (a draft checked in one pass, for
 `_decode`), `continuation_logprobs` and `_fit` for ranking, then the helpers of the loop
 (`_forward`, the healing constraints `_held_to_lead` and `_allowed_ids`, `_keep_prompt`,
 `_choose` for sampling, `_visible`/`_append`/`_candidate` for text). Last, outside the class,
-`chunk_ends`: where a prompt's prefill chunks end.
+`chunk_ends` (where a prompt's prefill chunks end) and `_Rows` (the candidates decoded together).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from model_runtime.backend import (
     common_prefix_length,
 )
 from model_runtime.healing import TokenTable, remaining_lead
-from model_runtime.local.fast_llama import FastLlama
+from model_runtime.local.decoder import Decoder
 from model_runtime.local.kv_cache import KvSlots, crop_to, croppable
 from model_runtime.lookahead import DraftIndex, accepted_length
 from model_runtime.stopping import (
@@ -61,7 +62,7 @@ IDLE_PREFILL_CHUNK = 64
 CONTINUATION_TOKENS = 24
 
 
-class TransformersBackend:
+class LocalBackend:
     """Runs one request at a time with an own decode loop: cancellable at every step.
 
     It keeps the key/value cache of the last prompt of up to `kv_slots` documents. A new prompt
@@ -79,13 +80,13 @@ class TransformersBackend:
         device: str,
         kv_slots: int = 4,
         healing: TokenTable | None = None,
-        fast: FastLlama | None = None,
+        fast: Decoder | None = None,
         context_window: int | None = None,
     ) -> None:
         if model is None and fast is None:
             raise ValueError("a backend needs transformers' model or the lean forward pass")
         self.name = name
-        self.model = model  # None when the lean pass was read from the store (`store`)
+        self.model = model  # None for a GGUF file run from its blocks
         self.tokenizer = tokenizer
         self.template = template
         self.device = device
@@ -173,85 +174,101 @@ class TransformersBackend:
         started: float,
         lead: str,
     ) -> GenerationResult:
+        """Prefill, then a step at a time for `num_candidates` rows (see `_Rows`), each step's
+        tokens taken (`_take`) before the next pass (`_advance`)."""
         n = params.num_candidates
         generator = torch.Generator(device=self.device)
         if params.seed is not None:
             generator.manual_seed(params.seed)
         cache, logits, reused = self._prefill(ids, key, cancel)
-        prefill_ms = (time.perf_counter() - started) * 1000
+        timings = {"prefill": (time.perf_counter() - started) * 1000, "reused_tokens": reused}
         if logits is None:
-            return GenerationResult(
-                [],
-                prompt_tokens=len(ids),
-                timings_ms={"prefill": prefill_ms, "reused_tokens": reused},
-            )
+            return GenerationResult([], prompt_tokens=len(ids), timings_ms=timings)
         if n > 1:
             cache.batch_repeat_interleave(n)
             logits = logits.expand(n, -1)
-        states = [DecodeState() for _ in range(n)]
-        reasons: list[StopReason | None] = [None] * n
-        logprob_lists: list[list[float]] = [[] for _ in range(n)]
-        pending = [lead.encode("utf-8")] * n  # what of the lead each candidate still owes
-        steps = passes = drafted = accepted = 0
+        rows = _Rows(n, lead)
         drafts = DraftIndex(ids) if n == 1 and params.draft_tokens else None
         while not cancel.is_set():
-            logprobs = torch.log_softmax(self._held_to_lead(logits.float(), pending), dim=-1)
+            logprobs = torch.log_softmax(self._held_to_lead(logits.float(), rows.pending), dim=-1)
             chosen = self._choose(logprobs, params, generator)
-            for i in range(n):
-                if reasons[i] is None:
-                    token = int(chosen[i])
-                    if pending[i] and self.healing is not None:
-                        pending[i] = remaining_lead(pending[i], self.healing.piece(token))
-                        states[i].lead_tokens += 1
-                    self._append(
-                        states[i], logprob_lists[i], token, float(logprobs[i, token]), lead
-                    )
-                    reasons[i] = first_reason(criteria, states[i])
-            steps += 1
-            if all(r is not None for r in reasons):
+            self._take(rows, chosen, logprobs, criteria)
+            rows.steps += 1
+            if rows.done:
                 break
-            passes += 1
-            draft: list[int] = []
-            if drafts is not None:
-                drafts.extend([int(chosen[0])])
-                if not pending[0]:  # while healing, the lead decides, not the draft
-                    draft = drafts.propose(params.draft_tokens)
-            if not draft:
-                cache, logits = self._forward(chosen.view(n, 1), cache)
-                logits = logits[:, -1, :]
-                continue
-            assert drafts is not None
-            drafted += len(draft)
-            cache, logits, kept = self._check_draft(
-                chosen, draft, cache, states[0], logprob_lists[0], lead, criteria
-            )
-            accepted += kept
-            steps += kept
-            drafts.extend(draft[:kept])
-            if kept and (reason := first_reason(criteria, states[0])) is not None:
-                reasons[0] = reason
+            rows.passes += 1
+            cache, logits = self._advance(rows, chosen, cache, drafts, params, criteria)
+            if rows.done:
                 break
         self._keep_prompt(key, ids, cache, n)
         candidates = [
             self._candidate(state, lps, reason or "cancelled", lead)
-            for state, lps, reason in zip(states, logprob_lists, reasons, strict=True)
+            for state, lps, reason in zip(rows.states, rows.logprobs, rows.reasons, strict=True)
         ]
         total_ms = (time.perf_counter() - started) * 1000
         return GenerationResult(
             candidates,
             prompt_tokens=len(ids),
             timings_ms={
-                "prefill": prefill_ms,
-                "decode": total_ms - prefill_ms,
-                "steps": steps,
-                "forward_passes": passes,
-                "drafted": drafted,
-                "accepted": accepted,
+                **timings,
+                "decode": total_ms - timings["prefill"],
+                "steps": rows.steps,
+                "forward_passes": rows.passes,
+                "drafted": rows.drafted,
+                "accepted": rows.accepted,
                 "prompt_tokens": len(ids),
-                "reused_tokens": reused,
                 "healed_chars": len(lead),
             },
         )
+
+    def _take(
+        self,
+        rows: _Rows,
+        chosen: torch.Tensor,
+        logprobs: torch.Tensor,
+        criteria: list[StopCriterion],
+    ) -> None:
+        """Each running row's chosen token appended, its lead paid down, its stop checked."""
+        for i, state in enumerate(rows.states):
+            if rows.reasons[i] is not None:
+                continue
+            token = int(chosen[i])
+            if rows.pending[i] and self.healing is not None:
+                rows.pending[i] = remaining_lead(rows.pending[i], self.healing.piece(token))
+                state.lead_tokens += 1
+            self._append(state, rows.logprobs[i], token, float(logprobs[i, token]), rows.lead)
+            rows.reasons[i] = first_reason(criteria, state)
+
+    def _advance(
+        self,
+        rows: _Rows,
+        chosen: torch.Tensor,
+        cache: Any,
+        drafts: DraftIndex | None,
+        params: SamplingParams,
+        criteria: list[StopCriterion],
+    ) -> tuple[Any, torch.Tensor]:
+        """The next pass: the chosen tokens alone, or (one row, not healing) with a draft after
+        them, whose kept tokens are taken here. Returns the cache and the next logits."""
+        draft: list[int] = []
+        if drafts is not None:
+            drafts.extend([int(chosen[0])])
+            if not rows.pending[0]:  # while healing, the lead decides, not the draft
+                draft = drafts.propose(params.draft_tokens)
+        if drafts is None or not draft:
+            cache, logits = self._forward(chosen.view(-1, 1), cache)
+            return cache, logits[:, -1, :]
+        rows.drafted += len(draft)
+        state = rows.states[0]
+        cache, logits, kept = self._check_draft(
+            chosen, draft, cache, state, rows.logprobs[0], rows.lead, criteria
+        )
+        rows.accepted += kept
+        rows.steps += kept
+        drafts.extend(draft[:kept])
+        if kept:
+            rows.reasons[0] = first_reason(criteria, state)
+        return cache, logits
 
     def prefill(self, request: GenerationRequest, cancel: threading.Event) -> int:
         """Compute and keep the cache of `request`'s prompt before it is asked; positions computed.
@@ -278,6 +295,20 @@ class TransformersBackend:
         if cache is not None:
             self.slots.keep(key, ids[:done], cache)
         return done - start
+
+    def speed(self, ids: list[int], steps: int) -> tuple[float, float]:
+        """Seconds to prefill `ids` from an empty cache in one pass, and to decode `steps`
+        greedy tokens after them, nothing stopping early (for `wisp bench --speed`)."""
+        with torch.inference_mode():
+            started = time.perf_counter()
+            cache, logits = self._forward(
+                torch.tensor([ids], device=self.device), None, logits_to_keep=1
+            )
+            prefilled = time.perf_counter()
+            for _ in range(steps):
+                token = logits[:, -1].argmax(-1).view(1, 1)
+                cache, logits = self._forward(token, cache, logits_to_keep=1)
+            return prefilled - started, time.perf_counter() - prefilled
 
     def forget(self, key: str) -> None:
         """Drop the document's kept cache: 40-80 MB for the bundled model's prompts."""
@@ -426,7 +457,7 @@ class TransformersBackend:
 def chunk_ends(start: int, end: int) -> list[int]:
     """Where the prefill chunks of positions start..end end: every PREFILL_CHUNK tokens, with a
     last piece of up to PREFILL_TAIL tokens joined to the chunk before it. A chunk of a few
-    tokens costs nearly what a whole one does (every packed matrix widened, every layer's
+    tokens costs nearly what a whole one does (every matrix in blocks widened, every layer's
     operations): on the Intel Xeon a 551-token prompt took 287–300 ms as 256 + 295 tokens
     against 330–351 ms as 256 + 256 + 39."""
     if end <= start:
@@ -435,3 +466,21 @@ def chunk_ends(start: int, end: int) -> list[int]:
     if len(ends) > 1 and ends[-1] - ends[-2] <= PREFILL_TAIL:
         del ends[-2]
     return ends
+
+
+class _Rows:
+    """The candidates one request decodes together, a row of the batch each: their texts so far,
+    stop reasons, token log-probabilities and what of the healed lead each still owes, and the
+    counts the request reports."""
+
+    def __init__(self, n: int, lead: str) -> None:
+        self.lead = lead
+        self.states = [DecodeState() for _ in range(n)]
+        self.reasons: list[StopReason | None] = [None] * n
+        self.logprobs: list[list[float]] = [[] for _ in range(n)]
+        self.pending = [lead.encode("utf-8")] * n
+        self.steps = self.passes = self.drafted = self.accepted = 0
+
+    @property
+    def done(self) -> bool:
+        return all(reason is not None for reason in self.reasons)

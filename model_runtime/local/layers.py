@@ -1,59 +1,77 @@
-"""One decoder layer's weights as the lean forward pass (`fast_llama`) holds them: the query,
-key and value projections fused into one matrix and gate/up into another, as owned copies in
-the weights' dtype or packed into blocks (`packed`) for the native decode step."""
+"""One decoder layer's weights as the forward pass (`decoder`) holds them: the query, key and
+value projections as one weight and gate/up as another, either tensors (fused into one matrix)
+or blocks (`blocks.Blocks`, a part per projection in its own block type) for the native step."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from model_runtime.local.packed import KINDS, LayerWeights, Packed
+from model_runtime.local.blocks import KINDS, Blocks, LayerWeights, Matrix
 
-Weight = torch.Tensor | Packed
+if TYPE_CHECKING:
+    from model_runtime.local.decoder import Heads
+
+Weight = torch.Tensor | Blocks
 
 
+@dataclass
 class Layer:
-    """One decoder layer's weights: projections fused, owned copies in `dtype` or packed."""
+    """One decoder layer's weights, norms and norm epsilons."""
 
-    def __init__(
-        self, layer: Any, dtype: torch.dtype, packing: str | None, heads: tuple[int, int, int]
-    ) -> None:
+    qkv: Weight
+    qkv_bias: torch.Tensor | None
+    out: Weight
+    gate_up: Weight
+    down: Weight
+    norm_in: torch.Tensor
+    norm_mid: torch.Tensor
+    eps_in: float
+    eps_mid: float
+
+    @classmethod
+    def from_transformers(cls, layer: Any, dtype: torch.dtype, packing: str | None) -> Layer:
+        """The layer's weights as owned copies in `dtype` (the modules hold them too, so nothing
+        is stored twice), or rounded into blocks of `packing` ("q4" or "q8")."""
         attn, mlp = layer.self_attn, layer.mlp
-        self.norm_in = own(layer.input_layernorm, "weight", layer.input_layernorm.weight.dtype)
-        self.norm_mid = own(
-            layer.post_attention_layernorm, "weight", layer.post_attention_layernorm.weight.dtype
-        )
-        self.eps_in = eps_of(layer.input_layernorm)
-        self.eps_mid = eps_of(layer.post_attention_layernorm)
-        self.qkv: Weight
-        self.out: Weight
-        self.gate_up: Weight
-        self.down: Weight
+        norms = (layer.input_layernorm, layer.post_attention_layernorm)
+        norm_in, norm_mid = (own(norm, "weight", norm.weight.dtype) for norm in norms)
+        eps = (eps_of(norms[0]), eps_of(norms[1]))
         if packing is None:
-            self.qkv, self.qkv_bias = _fuse(dtype, attn.q_proj, attn.k_proj, attn.v_proj)
-            self.out = own(attn.o_proj, "weight", dtype)
-            self.gate_up, _ = _fuse(dtype, mlp.gate_proj, mlp.up_proj)
-            self.down = own(mlp.down_proj, "weight", dtype)
-            return
+            qkv, bias = _fuse(dtype, attn.q_proj, attn.k_proj, attn.v_proj)
+            gate_up, _ = _fuse(dtype, mlp.gate_proj, mlp.up_proj)
+            out, down = own(attn.o_proj, "weight", dtype), own(mlp.down_proj, "weight", dtype)
+            return cls(qkv, bias, out, gate_up, down, norm_in, norm_mid, *eps)
         kind = KINDS[packing]
-        self.qkv, self.qkv_bias = _pack(kind, attn.q_proj, attn.k_proj, attn.v_proj)
-        self.out, _ = _pack(kind, attn.o_proj)
-        self.gate_up, _ = _pack(kind, mlp.gate_proj, mlp.up_proj)
-        self.down, _ = _pack(kind, mlp.down_proj)
-        self.bind_native(kind, heads)
+        projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+        biases = [p.bias for p in projections]
+        bias = (
+            torch.cat([b.detach() for b in biases]) if all(b is not None for b in biases) else None
+        )
+        return cls(
+            _pack(kind, *projections),
+            bias,
+            _pack(kind, attn.o_proj),
+            _pack(kind, mlp.gate_proj, mlp.up_proj),
+            _pack(kind, mlp.down_proj),
+            norm_in,
+            norm_mid,
+            *eps,
+        )
 
-    def bind_native(self, kind: int, heads: tuple[int, int, int]) -> None:
-        """Point the native decode step at this layer's packed weights and norms."""
-        assert isinstance(self.qkv, Packed) and isinstance(self.out, Packed)
-        assert isinstance(self.gate_up, Packed) and isinstance(self.down, Packed)
+    def bind_native(self, heads: Heads) -> None:
+        """Point the native decode step at this layer's blocks and norms."""
+        assert isinstance(self.qkv, Blocks) and isinstance(self.out, Blocks)
+        assert isinstance(self.gate_up, Blocks) and isinstance(self.down, Blocks)
+        assert len(self.qkv.parts) == 3 and len(self.gate_up.parts) == 2
         self.native = LayerWeights(
-            kind,
-            self.qkv.pointer,
-            self.out.pointer,
-            self.gate_up.pointer,
-            self.down.pointer,
+            (Matrix * 3)(*self.qkv.matrices),
+            self.out.matrices[0],
+            (Matrix * 2)(*self.gate_up.matrices),
+            self.down.matrices[0],
             None if self.qkv_bias is None else self.qkv_bias.data_ptr(),
             self.norm_in.data_ptr(),
             self.norm_mid.data_ptr(),
@@ -61,7 +79,10 @@ class Layer:
             self.eps_mid,
             self.down.shape[0],
             self.down.shape[1],
-            *heads,
+            heads.heads,
+            heads.kv_heads,
+            heads.dim,
+            int(heads.pairs),
         )
 
 
@@ -91,9 +112,7 @@ def own(module: Any, name: str, dtype: torch.dtype) -> torch.Tensor:
     return tensor
 
 
-def _pack(kind: int, *linears: Any) -> tuple[Packed, torch.Tensor | None]:
-    """Several linear layers' weights stacked and packed (and their biases, stacked)."""
-    weight = torch.cat([linear.weight.detach() for linear in linears])
-    biases = [linear.bias for linear in linears]
-    bias = torch.cat([b.detach() for b in biases]) if all(b is not None for b in biases) else None
-    return Packed(weight, kind), bias
+def _pack(kind: int, *linears: Any) -> Blocks:
+    """Linear layers' weights rounded into blocks of `kind`: a part each, multiplied as one."""
+    packed = [Blocks.quantize(linear.weight.detach(), kind) for linear in linears]
+    return Blocks([part for weight in packed for part in weight.parts], packed[0].shape[1])

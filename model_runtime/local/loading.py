@@ -1,10 +1,14 @@
-"""Load a model for the local backend: a folder, a hub id or a GGUF file, on a device."""
+"""Load a model for the local backend: a GGUF file run from its blocks, or a folder or hub id
+through transformers, on a device."""
 
 from __future__ import annotations
 
 import gc
 import logging
+import shutil
+import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,27 +20,24 @@ from transformers.utils import logging as hf_logging
 from model_runtime.allocator import map_large_blocks
 from model_runtime.backend import ModelLoadError, first_line
 from model_runtime.healing import TokenTable, vocab_bytes
-from model_runtime.local import store
-from model_runtime.local.fast_llama import (
-    FastLlama,
-    unsupported,
-)
-from model_runtime.local.generation import TransformersBackend
-from model_runtime.local.gguf import Report, converted_folder, find_gguf
-from model_runtime.local.packed import KINDS
-from model_runtime.local.pages import drop_file_pages
+from model_runtime.local import gguf_model
+from model_runtime.local.blocks import KINDS, KernelError
+from model_runtime.local.cache_folder import cache_root
+from model_runtime.local.decoder import Decoder, unsupported
+from model_runtime.local.generation import LocalBackend
+from model_runtime.local.gguf_file import GgufFile, check_header, file_identity, find_gguf
+from model_runtime.local.gguf_tokenizer import build_tokenizer, load_tokenizer
 from model_runtime.local.probes import (
     agrees_with,
     faster_prefill,
     fastest_weights,
-    packs_losslessly,
     probe,
     round_to_packing,
     unpackable,
 )
-from model_runtime.templates import detect_template, get_template
+from model_runtime.templates import FimTemplate, detect_template, get_template
 
-if TYPE_CHECKING:  # importing it costs ~100 MB and seconds: a stored model never needs it
+if TYPE_CHECKING:  # importing it costs ~100 MB and seconds: a GGUF file never needs it
     from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
@@ -76,30 +77,83 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def resolve_source(source: str, report: Report | None = None) -> str:
-    """The folder or hub id to hand to `from_pretrained`; a GGUF file becomes its cached folder."""
-    local = Path(source).expanduser()
-    if (gguf := find_gguf(local)) is not None:
-        return str(converted_folder(gguf, report))
-    if _looks_like_path(source) and not local.is_dir():
-        what = "model file" if local.suffix else "model folder"
-        raise ModelLoadError(f"{what} {source!r} does not exist")
-    return str(local) if local.is_dir() else source
+Report = Callable[[str, int], None]  # (message, percent done)
 
 
-def load_backend(options: LoadOptions, report: Report | None = None) -> TransformersBackend:
+def load_backend(options: LoadOptions, report: Report | None = None) -> LocalBackend:
     """Load tokenizer and model; every failure becomes a ModelLoadError naming the cause.
 
-    `report(message, percent)` hears of slow first-time work (converting a GGUF file).
+    `report(message, percent)` hears of slow first-time work (building a GGUF file's tokenizer).
     """
-    source = options.source
     device = pick_device(options.device)
     set_threads(options.threads)
     map_large_blocks()  # as `wisp serve` does first thing (see `allocator`)
     hf_logging.disable_progress_bar()
-    where = resolve_source(source, report)
+    local = Path(options.source).expanduser()
+    if (gguf := find_gguf(local)) is not None:
+        return _load_gguf(gguf, options, device, report or (lambda _message, _percent: None))
+    if _looks_like_path(options.source) and not local.is_dir():
+        what = "model file" if local.suffix else "model folder"
+        raise ModelLoadError(f"{what} {options.source!r} does not exist")
+    return _load_transformers(str(local) if local.is_dir() else options.source, options, device)
+
+
+def _load_gguf(path: Path, options: LoadOptions, device: str, report: Report) -> LocalBackend:
+    """The file's own blocks through the native pass; transformers' dequantized copy, in memory,
+    for an architecture or block type that pass does not run (the log says which)."""
+    check_header(path)
+    file = GgufFile(path)
     try:
-        config = AutoConfig.from_pretrained(where, trust_remote_code=options.trust_remote_code)
+        why = gguf_model.unsupported(file) if device == "cpu" else f"device {device}"
+    except KernelError as exc:
+        why = str(exc)
+    if why is not None:
+        log.info("%s runs through transformers, dequantized: the native pass lacks %s", path, why)
+        return _load_transformers(str(path.parent), options, device, gguf_file=path.name)
+    if options.quantization != "auto":
+        log.info("quantization %r is not used: %s runs its own blocks", options.quantization, path)
+    tokenizer = _gguf_tokenizer(file, report)
+    decoder = gguf_model.load_decoder(file)
+    decoder.widen_in(faster_prefill(decoder))
+    model_type = file.architecture
+    log.info("loaded %s: %s, blocks %s", path, model_type, decoder.packing)
+    return _backend(
+        options, None, tokenizer, device, decoder, model_type, file.get("context_length")
+    )
+
+
+def _gguf_tokenizer(file: GgufFile, report: Report) -> Any:
+    """The file's tokenizer, built from its metadata on first use and kept in the cache."""
+    folder = cache_root() / "tokenizers" / f"{file.path.stem}-{file_identity(file.path)}"
+    if (folder / "tokenizer.json").is_file():
+        try:
+            return load_tokenizer(folder)
+        except Exception as exc:  # a damaged copy: build it again
+            log.warning("cannot read the kept tokenizer %s (%s); building it again", folder, exc)
+    report(f"building the tokenizer of {file.path.name} (first start only)", 10)
+    tokenizer = build_tokenizer(file.metadata)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+        tokenizer.save_pretrained(str(staging))
+        staging.replace(folder)
+    except OSError as exc:  # a read-only cache costs a rebuild next time, nothing else
+        log.warning("cannot keep the tokenizer in %s: %s", folder, exc)
+        shutil.rmtree(staging, ignore_errors=True)
+    return tokenizer
+
+
+def _load_transformers(
+    where: str, options: LoadOptions, device: str, gguf_file: str | None = None
+) -> LocalBackend:
+    """transformers' model and tokenizer of a folder or hub id (or of a GGUF file it reads),
+    with the lean forward pass where it runs."""
+    source = options.source
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        config = AutoConfig.from_pretrained(
+            where, trust_remote_code=options.trust_remote_code, **extra
+        )
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, JSON errors
         raise ModelLoadError(
             f"cannot read the model config of {source!r}: {first_line(exc)}"
@@ -111,44 +165,57 @@ def load_backend(options: LoadOptions, report: Report | None = None) -> Transfor
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            where, trust_remote_code=options.trust_remote_code
+            where, trust_remote_code=options.trust_remote_code, **extra
         )
     except Exception as exc:
         raise ModelLoadError(f"cannot load the tokenizer of {source!r}: {first_line(exc)}") from exc
-    _refuse_pickle(where, source, options.allow_pickle)
-    stored = _stored_place(where, options, device)
-    model: Any = None  # stays None when the store had the packed weights
-    fast = store.load(stored) if stored is not None else None
-    if fast is None:
-        model, fast = _load_model(where, config, options, device)
-        if stored is not None and fast is not None and fast.packing:
-            store.save(fast, stored)
-    template = (
+    _refuse_pickle(where, source, options.allow_pickle or gguf_file is not None)
+    model, fast = _load_model(where, config, options, device, extra)
+    return _backend(
+        options,
+        model,
+        tokenizer,
+        device,
+        fast,
+        getattr(config, "model_type", None),
+        getattr(config, "max_position_embeddings", None),
+        getattr(config, "fim_template", None),
+    )
+
+
+def _backend(
+    options: LoadOptions,
+    model: Any,
+    tokenizer: Any,
+    device: str,
+    fast: Decoder | None,
+    model_type: str | None,
+    context_window: int | None,
+    fim_template: str | None = None,
+) -> LocalBackend:
+    specials = _special_tokens(tokenizer)
+    template: FimTemplate = (
         get_template(options.fim_template)
         if options.fim_template
-        else detect_template(
-            _special_tokens(tokenizer),
-            getattr(config, "model_type", None),
-            getattr(config, "fim_template", None),
-        )
+        else detect_template(specials, model_type, fim_template)
     )
-    healing = TokenTable(tuple(vocab_bytes(tokenizer.get_vocab(), _special_tokens(tokenizer))))
-    log.info("loaded %s on %s (template %s)", source, device, template.name)
-    return TransformersBackend(
-        source,
+    healing = TokenTable(tuple(vocab_bytes(tokenizer.get_vocab(), specials)))
+    log.info("loaded %s on %s (template %s)", options.source, device, template.name)
+    return LocalBackend(
+        options.source,
         model,
         tokenizer,
         template,
         device,
         healing=healing,
         fast=fast,
-        context_window=getattr(config, "max_position_embeddings", None),
+        context_window=int(context_window) if context_window else None,
     )
 
 
 def _load_model(
-    where: str, config: PretrainedConfig, options: LoadOptions, device: str
-) -> tuple[Any, FastLlama | None]:
+    where: str, config: PretrainedConfig, options: LoadOptions, device: str, extra: dict[str, Any]
+) -> tuple[Any, Decoder | None]:
     """transformers' model of `where` on `device`, and the lean forward pass where one runs."""
     source = options.source
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -161,6 +228,7 @@ def _load_model(
             # Pickled weights only when the user allowed them; safetensors first even then.
             use_safetensors=None if options.allow_pickle else True,
             trust_remote_code=options.trust_remote_code,
+            **extra,
         )
     except Exception as exc:
         hint = "" if options.allow_pickle else f" ({PICKLE_HINT})"
@@ -174,22 +242,6 @@ def _load_model(
     else:
         fast = _lean(model, options.quantization, device)
     return model, fast
-
-
-def _stored_place(where: str, options: LoadOptions, device: str) -> Path | None:
-    """Where packed weights of this load are kept between starts (see `store`), or None where
-    they never are: another device, a setting that does not pack, remote code."""
-    if (
-        device != "cpu"
-        or options.trust_remote_code
-        or options.quantization
-        not in (
-            "auto",
-            *KINDS,
-        )
-    ):
-        return None
-    return store.place(where, {"quantization": options.quantization})
 
 
 PICKLE_HINT = (
@@ -225,13 +277,13 @@ def _special_tokens(tokenizer) -> set[str]:
     return tokens
 
 
-def _lean(model: Any, scheme: str, device: str) -> FastLlama | None:
-    """The lean forward pass on CPU, its weights as loaded, in bf16 or packed (see `packed`).
+def _lean(model: Any, scheme: str, device: str) -> Decoder | None:
+    """The lean forward pass on CPU, its weights as loaded, in bf16 or packed into blocks.
 
-    `auto` takes whichever runs decode-shaped products fastest here, trying packed weights only
-    where packing loses nothing (a model read from a Q4_1 GGUF file). None keeps transformers'
-    forward: another device, a model of another shape, or a probe on which the lean pass
-    disagrees with transformers.
+    `auto` takes whichever of the weights as loaded and bf16 runs decode-shaped products
+    fastest here; `q4`/`q8` round the weights into blocks. None keeps transformers' forward:
+    another device, a model of another shape, or a probe on which the lean pass disagrees with
+    transformers.
     """
     reason = unsupported(model) if device == "cpu" else f"device {device}"
     if scheme in KINDS and (reason := reason or unpackable(model)):
@@ -241,32 +293,15 @@ def _lean(model: Any, scheme: str, device: str) -> FastLlama | None:
         if scheme == "bf16":
             model.to(torch.bfloat16)
         return None
-    choice = scheme
-    lossless = scheme in KINDS and packs_losslessly(model, scheme)
-    if scheme == "auto":
-        choices = ["none", "bf16"]
-        why = unpackable(model)
-        if why is None and not packs_losslessly(model, "q4"):
-            why = "the weights are not already 4-bit blocks (set quantization to q4 to pack them)"
-        if why is None:
-            choices.append("q4")
-        else:
-            log.info("4-bit weights are not tried: %s", why)
-        choice = fastest_weights(model, choices)
-        lossless = choice == "q4"
-    if choice in KINDS and not lossless:
+    choice = fastest_weights(model, ["none", "bf16"]) if scheme == "auto" else scheme
+    if choice in KINDS:
         log.info("packing the weights as %s rounds them", choice)
         round_to_packing(model, choice)
-    # Packed weights let go of the file's pages as they go, unless rounding wrote to them.
-    let_go = choice in KINDS and lossless
-    if let_go:
-        drop_file_pages(model.parameters())
-    ids, want = probe(model, let_go=let_go)
-    fast = FastLlama(
+    ids, want = probe(model)
+    fast = Decoder.from_transformers(
         model,
         torch.bfloat16 if choice == "bf16" else None,
         choice if choice in KINDS else None,
-        let_go=let_go,
     )
     if not agrees_with(fast, ids, want):
         model.to(fast.weight_dtype)  # what it holds now; transformers runs in that dtype

@@ -1,8 +1,9 @@
-"""Load-time checks and choices for the lean forward pass (`fast_llama`).
+"""Load-time checks and choices for the forward pass (`decoder`).
 
-Whether it computes what transformers computes (`probe`, `agrees_with`), whether and how the
-weights pack into blocks (`unpackable`, `packs_losslessly`, `round_to_packing`), and which form
-runs fastest on this machine (`fastest_weights` for decode, `faster_prefill` for prefill).
+For a transformers model: whether the pass computes what transformers computes (`probe`,
+`agrees_with`), whether and how the weights pack into blocks (`unpackable`,
+`round_to_packing`), which form runs decode fastest (`fastest_weights`). For any weights in
+blocks: which dtype runs prefill fastest on this machine (`faster_prefill`).
 """
 
 from __future__ import annotations
@@ -15,36 +16,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_runtime.local.fast_llama import FastLlama, linear
+from model_runtime.local.blocks import KINDS, Q8_0, Blocks, KernelError, drop_scratch, library
+from model_runtime.local.decoder import Decoder, linear
 from model_runtime.local.layers import Weight
-from model_runtime.local.packed import BLOCK, KINDS, Q8_0, KernelError, Packed, library
-from model_runtime.local.pages import drop_file_pages
 
 log = logging.getLogger(__name__)
+BLOCK = 32  # weights per block of the types a transformers model is packed into
 
 
-def probe(model: Any, length: int = 12, let_go: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids of a fixed probe and transformers' logits for them (before `FastLlama`).
-
-    With `let_go`, each layer's weights leave memory once the layer has run (`drop_file_pages`).
-    """
+def probe(model: Any, length: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of a fixed probe and transformers' logits for them (before `Decoder`)."""
     vocab = int(model.config.vocab_size)
     device = model.lm_head.weight.device
     ids = ((torch.arange(length + 1, device=device) * 7919 + 11) % vocab).unsqueeze(0)
-
-    def done(module: nn.Module, *_: Any) -> None:  # a hook's answer would replace the output
-        drop_file_pages(module.parameters())
-
-    hooks = [layer.register_forward_hook(done) for layer in (model.model.layers if let_go else [])]
-    try:
-        with torch.inference_mode():
-            return ids, model(ids, use_cache=False).logits.float()
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with torch.inference_mode():
+        return ids, model(ids, use_cache=False).logits.float()
 
 
-def agrees_with(fast: FastLlama, ids: torch.Tensor, want: torch.Tensor) -> bool:
+def agrees_with(fast: Decoder, ids: torch.Tensor, want: torch.Tensor) -> bool:
     """Whether the lean pass gives `want` (see `probe`) for the probe, as a prefill and a step.
 
     With weights as loaded the logits must match to 1e-3 of their scale. Narrower weights
@@ -85,25 +74,8 @@ def unpackable(model: Any) -> str | None:
     return None
 
 
-def packs_losslessly(model: Any, packing: str, share: float = 1e-3) -> bool:
-    """Whether packing gives the weights back to `share` of their scale: a model read from a
-    GGUF file of that kind (or finer) does, so packing it costs no precision.
-
-    Checks the first layer's projections and the first rows of the embeddings.
-    """
-    layer = model.model.layers[0]
-    kind = KINDS[packing]
-    samples = [(module.weight, kind) for module in (layer.self_attn.q_proj, layer.mlp.down_proj)]
-    samples.append((model.model.embed_tokens.weight[:1024], Q8_0))
-    for weight, form in samples:
-        wide = weight.detach().float()
-        if (Packed(wide, form).widen() - wide).abs().max() > share * wide.abs().max():
-            return False
-    return True
-
-
 def round_to_packing(model: Any, packing: str) -> None:
-    """Round the model's weights, in place, to what packing them keeps (see `FastLlama`).
+    """Round the model's weights, in place, to what packing them keeps (see `Decoder`).
 
     Then transformers' forward computes with the same weights as the packed pass, and the probe
     measures only how the two compute, not what packing loses.
@@ -111,24 +83,24 @@ def round_to_packing(model: Any, packing: str) -> None:
     with torch.no_grad():
         for layer in model.model.layers:
             for module in (*_projections(layer.self_attn), *_projections(layer.mlp)):
-                module.weight.copy_(Packed(module.weight.detach().float(), KINDS[packing]).widen())
+                module.weight.copy_(Blocks.quantize(module.weight.detach(), KINDS[packing]).widen())
         for module in {id(m): m for m in (model.model.embed_tokens, model.lm_head)}.values():
-            module.weight.copy_(Packed(module.weight.detach().float(), Q8_0).widen())
+            module.weight.copy_(Blocks.quantize(module.weight.detach(), Q8_0).widen())
 
 
 def _projections(block: Any) -> list[nn.Linear]:
     return [m for m in block.children() if isinstance(m, nn.Linear)]
 
 
-def faster_prefill(fast: FastLlama, rows: int = 128, rounds: int = 3) -> torch.dtype:
-    """bf16 when it multiplies prefill-shaped products of packed weights (widened per product)
+def faster_prefill(fast: Decoder, rows: int = 128, rounds: int = 3) -> torch.dtype:
+    """bf16 when it multiplies prefill-shaped products of weights in blocks (widened per product)
     at least 1.5 times as fast as fp32 here, as on CPUs with AMX; else fp32.
 
     bf16 rounds the activations of the prompt to 8 bits of mantissa, as a decode step rounds
     them to 8-bit integers, so only a clear gain is worth it.
     """
     layer = fast.layers[0]
-    weights = [w for w in (layer.qkv, layer.gate_up, layer.down) if isinstance(w, Packed)]
+    weights = [w for w in (layer.qkv, layer.gate_up, layer.down) if isinstance(w, Blocks)]
     if not weights:
         return torch.float32
     inputs = [torch.randn(rows, w.shape[1]) for w in weights]
@@ -145,6 +117,7 @@ def faster_prefill(fast: FastLlama, rows: int = 128, rounds: int = 3) -> torch.d
         return min(times)
 
     fp32, bf16 = best(torch.float32), best(torch.bfloat16)
+    drop_scratch()
     log.info("prefill-shaped products: fp32 %.1f ms, bf16 %.1f ms", fp32 * 1e3, bf16 * 1e3)
     return torch.bfloat16 if bf16 * 1.5 <= fp32 else torch.float32
 
@@ -168,7 +141,7 @@ def fastest_weights(model: Any, choices: list[str], layers: int = 8, rounds: int
 
     def weights(choice: str) -> list[Weight]:
         if choice in KINDS:
-            return [Packed(w, KINDS[choice]) for w in wide]
+            return [Blocks.quantize(w, KINDS[choice]) for w in wide]
         return [w.to(torch.bfloat16) for w in wide] if choice == "bf16" else list(wide)
 
     def best(choice: str) -> float:

@@ -1,4 +1,5 @@
-"""Weights packed in 4- and 8-bit blocks: the native kernels against plain torch arithmetic.
+"""Weights in blocks: the native kernels against plain torch arithmetic, on transformers' models
+packed into 4- and 8-bit blocks (GGUF files' own blocks: `test_quants`, `test_gguf_model`).
 
 In order: packing, widening and products of few and many rows (every build alike, bf16
 rounding, the widening buffer, the bf16 prefill choice), building the kernels, the lean pass
@@ -13,28 +14,25 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_fast_llama import IDS, fast_logits, reference_logits
-from test_fast_llama import SIZES as FAST_SIZES
+from test_decoder import IDS, fast_logits, reference_logits
+from test_decoder import SIZES as FAST_SIZES
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from model_runtime.backend import ModelLoadError
-from model_runtime.local import LoadOptions, fast_llama, load_backend, probes
-from model_runtime.local.fast_llama import (
-    FastLlama,
-)
-from model_runtime.local.packed import (
+from model_runtime.local import LoadOptions, decoder, load_backend, probes
+from model_runtime.local.blocks import (
     NATIVE_ROWS,
     Q4_1,
     Q8_0,
+    Blocks,
     KernelError,
-    Packed,
     library,
     load_library,
 )
+from model_runtime.local.decoder import Decoder
 from model_runtime.local.probes import (
     agrees_with,
     faster_prefill,
-    packs_losslessly,
     probe,
     round_to_packing,
     unpackable,
@@ -84,10 +82,10 @@ SYMMETRIC = torch.linspace(-127, 127, 32).round() / 64
 def test_values_on_the_grid_come_back_exactly(kind: int, row, bytes_per_block: int) -> None:
     """What a GGUF block holds, dequantized, packs again into the same numbers."""
     weight = torch.stack([row, row.flip(0) * 2])
-    packed = Packed(weight, kind)
+    packed = Blocks.quantize(weight, kind)
     assert packed.nbytes == 2 * bytes_per_block
     assert torch.equal(packed.widen(), weight)
-    assert torch.equal(Packed(packed.widen(), kind).blocks, packed.blocks)
+    assert torch.equal(Blocks.quantize(packed.widen(), kind).parts[0][1], packed.parts[0][1])
 
 
 @pytest.mark.parametrize(("kind", "levels"), [(Q4_1, 15), (Q8_0, 254)])
@@ -97,13 +95,13 @@ def test_rounding_stays_within_half_a_step(kind: int, levels: int) -> None:
     blocks = weight.view(8, 3, 32)
     spread = blocks.amax(-1) - blocks.amin(-1) if kind == Q4_1 else 2 * blocks.abs().amax(-1)
     step = (spread / levels).repeat_interleave(32, dim=1)
-    error = (Packed(weight, kind).widen() - weight).abs()
+    error = (Blocks.quantize(weight, kind).widen() - weight).abs()
     assert (error <= step * 0.5 + 1e-3).all()
 
 
 def test_rows_of_the_matrix_by_index() -> None:
     weight = torch.randn(10, 64)
-    packed = Packed(weight, Q8_0)
+    packed = Blocks.quantize(weight, Q8_0)
     rows = torch.tensor([[3, 9], [0, 3]])
     assert torch.equal(packed.widen(rows), packed.widen()[rows])
 
@@ -113,7 +111,7 @@ def test_rows_of_the_matrix_by_index() -> None:
 def test_products_match_the_widened_weights(kind: int, rows: int) -> None:
     """Up to NATIVE_ROWS rows go through 8-bit activations (within 1%), more through torch."""
     torch.manual_seed(rows)
-    packed = Packed(torch.randn(80, 96), kind)
+    packed = Blocks.quantize(torch.randn(80, 96), kind)
     x = torch.randn(1, rows, 96)
     want = x @ packed.widen().T
     got = packed.linear(x)
@@ -146,8 +144,8 @@ def test_every_build_of_the_kernels_gives_the_same_products(
     lib = build_for(arch, feature, tmp_path, monkeypatch)
     torch.manual_seed(kind)
     weight, x = torch.randn(40, 128), torch.randn(3, 128)
-    native, other = Packed(weight, kind), Packed(weight, kind, lib)
-    assert torch.equal(other.blocks, native.blocks)
+    native, other = Blocks.quantize(weight, kind), Blocks.quantize(weight, kind, lib)
+    assert torch.equal(other.parts[0][1], native.parts[0][1])
     assert torch.equal(other.widen(), native.widen())
     assert torch.equal(other.widen_bf16(), native.widen_bf16())
     for rows in (1, 3):
@@ -156,13 +154,13 @@ def test_every_build_of_the_kernels_gives_the_same_products(
 
 @pytest.mark.parametrize("kind", [Q4_1, Q8_0])
 def test_bf16_widening_rounds_each_weight_to_the_nearest(kind: int) -> None:
-    packed = Packed(torch.randn(24, 96) * 3, kind)
+    packed = Blocks.quantize(torch.randn(24, 96) * 3, kind)
     assert torch.equal(packed.widen_bf16(), packed.widen().to(torch.bfloat16))
 
 
 def test_many_rows_multiply_in_the_chosen_dtype() -> None:
     torch.manual_seed(5)
-    packed = Packed(torch.randn(80, 96), Q4_1)
+    packed = Blocks.quantize(torch.randn(80, 96), Q4_1)
     x = torch.randn(2, NATIVE_ROWS, 96)
     want = x @ packed.widen().T
     packed.wide = torch.bfloat16
@@ -177,7 +175,10 @@ def test_many_rows_multiply_in_the_chosen_dtype() -> None:
 def test_matrices_of_one_shape_take_turns_in_the_widening_buffer(wide: torch.dtype) -> None:
     """Long products widen into one buffer per shape: each must see its own weights."""
     torch.manual_seed(6)
-    first, second = Packed(torch.randn(64, 96), Q4_1), Packed(torch.randn(64, 96), Q8_0)
+    first, second = (
+        Blocks.quantize(torch.randn(64, 96), Q4_1),
+        Blocks.quantize(torch.randn(64, 96), Q8_0),
+    )
     x = torch.randn(NATIVE_ROWS + 3, 96)
     for packed in (first, second):
         packed.wide = wide
@@ -189,7 +190,7 @@ def test_matrices_of_one_shape_take_turns_in_the_widening_buffer(wide: torch.dty
 def test_bf16_activations_come_back_in_bf16() -> None:
     """A prefill with bf16 products keeps its activations in bf16, also for a short chunk."""
     torch.manual_seed(8)
-    packed = Packed(torch.randn(64, 96), Q4_1)
+    packed = Blocks.quantize(torch.randn(64, 96), Q4_1)
     packed.wide = torch.bfloat16
     for rows in (3, NATIVE_ROWS + 1):
         x = torch.randn(rows, 96)
@@ -200,7 +201,7 @@ def test_bf16_activations_come_back_in_bf16() -> None:
 
 @pytest.mark.parametrize(("bf16_s", "want"), [(0.6, torch.bfloat16), (0.7, torch.float32)])
 def test_bf16_prefill_is_taken_only_for_a_clear_gain(bf16_s: float, want, monkeypatch) -> None:
-    fast = FastLlama(llama(), packing="q4")
+    fast = Decoder.from_transformers(llama(), packing="q4")
     ticks = iter([0.0, 1.0, 2.0, 2.0 + bf16_s])
     monkeypatch.setattr(probes.time, "perf_counter", lambda: next(ticks))
     assert faster_prefill(fast, rounds=1) == want
@@ -211,14 +212,14 @@ def test_bf16_prefill_is_taken_only_for_a_clear_gain(bf16_s: float, want, monkey
 def test_a_bf16_prefill_stays_close_to_transformers() -> None:
     model = llama()
     want = reference_logits(model, LONG)
-    fast = FastLlama(model, packing="q4")
+    fast = Decoder.from_transformers(model, packing="q4")
     fast.widen_in(torch.bfloat16)
     assert close(fast_logits(fast, LONG, [NATIVE_ROWS + 8]), want, 5e-2)
 
 
 def test_a_row_that_is_not_whole_blocks_is_refused() -> None:
     with pytest.raises(KernelError, match="not a whole number of blocks"):
-        Packed(torch.randn(4, 48), Q4_1)
+        Blocks.quantize(torch.randn(4, 48), Q4_1)
     odd = LlamaForCausalLM(LlamaConfig(**{**SIZES, "hidden_size": 48})).eval()
     assert "blocks of 32" in (unpackable(odd) or "")
     assert unpackable(llama()) is None
@@ -238,8 +239,8 @@ def test_without_a_working_compiler_the_kernels_say_why(
 def test_the_build_is_kept_in_the_cache_folder(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path))
     lib = load_library()
-    built = list((tmp_path / "kernels").glob("blocks-*.so"))
-    assert len(built) == 1 and lib.wisp_block_bytes(Q4_1) == 20
+    built = list((tmp_path / "kernels").glob("kernels-*.so"))
+    assert len(built) == 1 and lib.wisp_row_bytes(Q4_1, 64) == 40
     stamp = built[0].stat().st_mtime_ns
     load_library()
     assert built[0].stat().st_mtime_ns == stamp  # loaded again, not rebuilt
@@ -250,7 +251,7 @@ def test_the_build_is_kept_in_the_cache_folder(tmp_path: Path, monkeypatch) -> N
 def test_packed_logits_stay_close_to_transformers(make, packing: str) -> None:
     model = on_grid(make(), packing)
     want = reference_logits(model, IDS)
-    fast = FastLlama(model, packing=packing)
+    fast = Decoder.from_transformers(model, packing=packing)
     for splits in ([], [1, 2, 3, 10], list(range(1, 20))):  # chunks and native single steps
         assert close(fast_logits(fast, IDS, splits), want, 5e-2)
 
@@ -259,8 +260,8 @@ def test_packed_logits_stay_close_to_transformers(make, packing: str) -> None:
 def test_native_step_equals_the_torch_layers_on_the_same_weights(make, monkeypatch) -> None:
     """The decode step in C (norms, rotation, cache, attention) against torch's operations,
     which run a chunk of two positions; the first position's logits and keys must agree."""
-    monkeypatch.setattr(fast_llama, "NATIVE_CHUNK", 0)  # chunks through torch
-    fast = FastLlama(make(), packing="q4")
+    monkeypatch.setattr(decoder, "NATIVE_CHUNK", 0)  # chunks through torch
+    fast = Decoder.from_transformers(make(), packing="q4")
     with torch.inference_mode():
         cache, _ = fast.forward(IDS[:, :12], None)
         _, native = fast.forward(IDS[:, 12:13], cache)
@@ -280,19 +281,21 @@ def test_a_short_chunk_runs_natively_like_the_torch_layers(
     """A chunk of up to NATIVE_CHUNK positions of one sequence runs in C, each position
     attending to the ones before it; logits of every position and the cache it wrote agree
     with torch's operations on the same weights."""
-    assert count <= fast_llama.NATIVE_CHUNK
-    fast = FastLlama(make(), packing="q4")
+    assert count <= decoder.NATIVE_CHUNK
+    fast = Decoder.from_transformers(make(), packing="q4")
     ids = (torch.arange(start + count) * 13 % 97).unsqueeze(0)
     results = []
-    for limit in (fast_llama.NATIVE_CHUNK, 0):
-        monkeypatch.setattr(fast_llama, "NATIVE_CHUNK", limit)
+    for limit in (decoder.NATIVE_CHUNK, 0):
+        monkeypatch.setattr(decoder, "NATIVE_CHUNK", limit)
         with torch.inference_mode():
             cache, _ = fast.forward(ids[:, :start], None) if start else (None, None)
             cache, logits = fast.forward(ids[:, start:], cache)
         end = start + count
         results.append((logits, cache.keys[:, :, :, :end], cache.values[:, :, :, :end]))
     (native, keys, values), (torch_logits, torch_keys, torch_values) = results
-    assert torch.allclose(native, torch_logits, atol=1e-4)
+    # C's norm and torch's differ in the last bits; now and then that flips the 8-bit rounding
+    # of an activation (seen: 1e-3 of the logits' scale once in 24 cases)
+    assert close(native, torch_logits, 5e-3)
     assert torch.allclose(keys.float(), torch_keys.float(), atol=2e-3)
     assert torch.allclose(values.float(), torch_values.float(), atol=2e-3)
 
@@ -300,8 +303,8 @@ def test_a_short_chunk_runs_natively_like_the_torch_layers(
 @pytest.mark.parametrize("length", [65, 300, 1100])  # spans of positions; 300, 1100: on threads
 @pytest.mark.parametrize("rows", [1, 2])
 def test_native_attention_over_long_contexts(length: int, rows: int, monkeypatch) -> None:
-    monkeypatch.setattr(fast_llama, "NATIVE_CHUNK", 0)  # the chunk of two through torch
-    fast = FastLlama(llama(max_position_embeddings=2048), packing="q4")
+    monkeypatch.setattr(decoder, "NATIVE_CHUNK", 0)  # the chunk of two through torch
+    fast = Decoder.from_transformers(llama(max_position_embeddings=2048), packing="q4")
     ids = (torch.arange(length + 2) * 13 % 97).unsqueeze(0).repeat(rows, 1)
     ids[-1, :7] = 3  # rows differ
     with torch.inference_mode():
@@ -368,19 +371,19 @@ def test_every_build_of_the_kernels_takes_the_same_decode_step(
     """Attention in plain C and with AVX2 (eight positions at a time, a polynomial exp) over a
     context that is not a whole number of eights, against this machine's build."""
     lib = build_for(arch, feature, tmp_path, monkeypatch)
-    fast = FastLlama(llama(max_position_embeddings=512), packing="q4")
+    fast = Decoder.from_transformers(llama(max_position_embeddings=512), packing="q4")
     ids = (torch.arange(302) * 29 % 97).unsqueeze(0)
     with torch.inference_mode():
         cache, _ = fast.forward(ids[:, :301], None)
         _, native = fast.forward(ids[:, 301:], cache)
         cache.crop(301)
-        monkeypatch.setattr(fast_llama, "library", lambda: lib)
+        monkeypatch.setattr(decoder, "library", lambda: lib)
         _, other = fast.forward(ids[:, 301:], cache)
     assert torch.allclose(other, native, atol=1e-4)
 
 
 def test_a_native_step_on_several_rows_equals_each_row_alone() -> None:
-    fast = FastLlama(llama(), packing="q4")
+    fast = Decoder.from_transformers(llama(), packing="q4")
     with torch.inference_mode():
         cache, _ = fast.forward(IDS[:, :9], None)
         cache.batch_repeat_interleave(3)
@@ -395,7 +398,7 @@ def test_a_native_step_on_several_rows_equals_each_row_alone() -> None:
 def test_packed_pass_releases_the_model_weights_and_passes_the_probe() -> None:
     model = llama(tie_word_embeddings=True)
     ids, want = probe(model)
-    fast = FastLlama(model, packing="q4")
+    fast = Decoder.from_transformers(model, packing="q4")
     assert agrees_with(fast, ids, want)
     fast.release(model)
     assert model.model.layers[0].mlp.up_proj.weight.numel() == 0
@@ -403,17 +406,21 @@ def test_packed_pass_releases_the_model_weights_and_passes_the_probe() -> None:
     assert close(
         fast_logits(fast, IDS, [4]), reference_logits(llama(tie_word_embeddings=True), IDS), 5e-2
     )
-    broken = FastLlama(llama(), packing="q4")
-    broken.layers[1].down = Packed(torch.randn(64, 96), Q4_1)  # not the model's weights
+    broken = Decoder.from_transformers(llama(), packing="q4")
+    broken.layers[1].down = Blocks.quantize(torch.randn(64, 96), Q4_1)  # not the model's weights
     assert not agrees_with(broken, ids, want)
-    swapped = FastLlama(llama(), packing="q4")  # a layout slip: each layer gets the other's MLP
+    swapped = Decoder.from_transformers(
+        llama(), packing="q4"
+    )  # a layout slip: each layer gets the other's MLP
     swapped.layers[0].down, swapped.layers[1].down = swapped.layers[1].down, swapped.layers[0].down
     assert not agrees_with(swapped, ids, want)
 
 
 def test_packing_needs_fp32_activations() -> None:
     with pytest.raises(KernelError, match="fp32"):
-        FastLlama(llama(torch_dtype=torch.bfloat16).to(torch.bfloat16), packing="q4")
+        Decoder.from_transformers(
+            llama(torch_dtype=torch.bfloat16).to(torch.bfloat16), packing="q4"
+        )
 
 
 def test_explicit_packing_that_cannot_run_is_a_clear_load_error(
@@ -430,9 +437,3 @@ def test_explicit_packing_that_cannot_run_is_a_clear_load_error(
 
 def test_the_library_is_built_once_per_process() -> None:
     assert library() is library() and isinstance(library(), ctypes.CDLL)
-
-
-def test_only_weights_already_in_blocks_pack_without_loss() -> None:
-    assert packs_losslessly(llama(), "q4")
-    torch.manual_seed(0)
-    assert not packs_losslessly(LlamaForCausalLM(LlamaConfig(**SIZES)).eval(), "q4")

@@ -1,8 +1,7 @@
-"""The lean forward pass against transformers' own, on tiny models of each supported shape."""
+"""The forward pass against transformers' own, on tiny models of each supported shape."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
 
@@ -22,18 +21,12 @@ from transformers import (
 from model_runtime.backend import GenerationRequest, SamplingParams
 from model_runtime.local import LoadOptions, load_backend, probes
 from model_runtime.local import loading as loading_module
-from model_runtime.local.fast_llama import (
-    FastLlama,
-    GrowingKv,
-    unsupported,
-)
+from model_runtime.local.decoder import Decoder, GrowingKv, unsupported
 from model_runtime.local.kv_cache import crop_to, croppable
 from model_runtime.local.probes import (
     agrees_with,
     fastest_weights,
-    packs_losslessly,
     probe,
-    round_to_packing,
 )
 
 SIZES = dict(
@@ -67,7 +60,7 @@ def reference_logits(model, ids: torch.Tensor) -> torch.Tensor:
         return model(ids, use_cache=False).logits
 
 
-def fast_logits(fast: FastLlama, ids: torch.Tensor, splits: list[int]) -> torch.Tensor:
+def fast_logits(fast: Decoder, ids: torch.Tensor, splits: list[int]) -> torch.Tensor:
     """Logits of `ids` run through the lean pass in pieces ending at `splits`."""
     cache, pieces, start = None, [], 0
     with torch.inference_mode():
@@ -86,13 +79,13 @@ IDS = torch.tensor([[5, 17, 3, 88, 42, 42, 9, 61, 2, 30, 71, 13, 5, 17, 3, 90, 4
 def test_logits_match_transformers(make, splits: list[int]) -> None:
     model = make()
     want = reference_logits(model, IDS)
-    fast = FastLlama(model)
+    fast = Decoder.from_transformers(model)
     assert torch.allclose(fast_logits(fast, IDS, splits), want, atol=1e-5, rtol=1e-4)
 
 
 def test_fused_weights_are_shared_with_the_model() -> None:
     model = llama()
-    fast = FastLlama(model)
+    fast = Decoder.from_transformers(model)
     attn = model.model.layers[1].self_attn
     assert attn.q_proj.weight.data_ptr() == fast.layers[1].qkv.data_ptr()
     # transformers' forward still runs on the views: the fused tensor holds the same values
@@ -100,7 +93,7 @@ def test_fused_weights_are_shared_with_the_model() -> None:
 
 
 def test_only_the_last_logits_when_asked() -> None:
-    fast = FastLlama(llama())
+    fast = Decoder.from_transformers(llama())
     with torch.inference_mode():
         cache, last = fast.forward(IDS, None, logits_to_keep=1)
     assert last.shape == (1, 1, SIZES["vocab_size"]) and cache.get_seq_length() == IDS.shape[1]
@@ -108,7 +101,7 @@ def test_only_the_last_logits_when_asked() -> None:
 
 
 def test_cache_crop_then_rewrite_gives_the_same_logits() -> None:
-    fast = FastLlama(llama())
+    fast = Decoder.from_transformers(llama())
     with torch.inference_mode():
         cache, _ = fast.forward(IDS, None)
         crop_to(cache, 6)
@@ -118,7 +111,7 @@ def test_cache_crop_then_rewrite_gives_the_same_logits() -> None:
 
 
 def test_cache_grows_in_steps_and_keeps_its_content() -> None:
-    fast = FastLlama(llama())
+    fast = Decoder.from_transformers(llama())
     long_ids = torch.arange(200).remainder(SIZES["vocab_size"]).unsqueeze(0)
     with torch.inference_mode():
         cache, _ = fast.forward(long_ids[:, :150], None)
@@ -135,7 +128,7 @@ def test_cache_grows_in_steps_and_keeps_its_content() -> None:
 
 
 def test_batch_rows_repeat_and_select() -> None:
-    fast = FastLlama(llama())
+    fast = Decoder.from_transformers(llama())
     with torch.inference_mode():
         cache, _ = fast.forward(IDS[:, :10], None, logits_to_keep=1)
         cache.batch_repeat_interleave(3)
@@ -168,7 +161,7 @@ def test_other_shapes_are_left_to_transformers(model, reason: str) -> None:
 def test_bf16_weights_stay_close_and_free_the_wide_ones() -> None:
     model = llama(tie_word_embeddings=True)
     want = reference_logits(model, IDS)
-    fast = FastLlama(model, torch.bfloat16)
+    fast = Decoder.from_transformers(model, torch.bfloat16)
     assert fast.weight_dtype == torch.bfloat16 and fast.dtype == torch.float32
     assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
@@ -180,9 +173,11 @@ def test_bf16_weights_stay_close_and_free_the_wide_ones() -> None:
 def test_probe_catches_a_lean_pass_that_disagrees(caplog) -> None:
     model = llama()
     ids, want = probe(model)
-    fast = FastLlama(model)
+    fast = Decoder.from_transformers(model)
     assert agrees_with(fast, ids, want)
-    assert agrees_with(FastLlama(llama(), torch.bfloat16), ids, want)  # within bf16's tolerance
+    assert agrees_with(
+        Decoder.from_transformers(llama(), torch.bfloat16), ids, want
+    )  # within bf16's tolerance
     fast.layers[0].down = fast.layers[0].down * 1.5  # no longer what the model computes
     with caplog.at_level("WARNING"):
         assert not agrees_with(fast, ids, want)
@@ -229,25 +224,10 @@ def test_backend_greedy_answers_match_transformers(random_model: Path) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def grid_model(random_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The random model with its weights rounded to 4-bit blocks, as if read from a Q4_1 file."""
-    folder = tmp_path_factory.mktemp("grid") / "model"
-    shutil.copytree(random_model, folder)
-    model = AutoModelForCausalLM.from_pretrained(folder)
-    assert not packs_losslessly(model, "q4")
-    round_to_packing(model, "q4")
-    assert packs_losslessly(model, "q4")
-    model.save_pretrained(folder)
-    return folder
-
-
-def test_quantization_settings_pick_the_weights(
-    random_model: Path, grid_model: Path, monkeypatch
-) -> None:
+def test_quantization_settings_pick_the_weights(random_model: Path, monkeypatch) -> None:
     narrow = load_backend(LoadOptions(str(random_model), quantization="bf16")).fast
     assert narrow is not None and narrow.weight_dtype == torch.bfloat16
-    assert narrow.new_cache(1).keys.dtype == torch.float32  # half floats only with packing
+    assert narrow.new_cache(1).keys.dtype == torch.float32  # half floats only with blocks
     packed = load_backend(LoadOptions(str(random_model), quantization="q4")).fast
     assert packed is not None and packed.packing == "q4"
     tried: list[list[str]] = []
@@ -258,15 +238,12 @@ def test_quantization_settings_pick_the_weights(
         return answer[0]
 
     monkeypatch.setattr(loading_module, "fastest_weights", pick)
-    load_backend(LoadOptions(str(random_model)))  # random weights: 4 bits would lose precision
-    assert tried == [["none", "bf16"]]
-    for fastest in ("none", "bf16", "q4"):
+    for fastest in ("none", "bf16"):
         answer[0] = fastest
-        backend = load_backend(LoadOptions(str(grid_model)))  # auto
-        assert tried[-1] == ["none", "bf16", "q4"]
-        assert backend.fast is not None
+        backend = load_backend(LoadOptions(str(random_model)))  # auto: never rounds to blocks
+        assert tried[-1] == ["none", "bf16"]
+        assert backend.fast is not None and backend.fast.packing is None
         assert backend.fast.weight_dtype == (torch.bfloat16 if fastest == "bf16" else torch.float32)
-        assert backend.fast.packing == (fastest if fastest == "q4" else None)
         assert ask(backend, PROMPTS[0], max_new_tokens=4).candidates
 
 
@@ -278,26 +255,8 @@ def test_loader_falls_back_when_the_probe_disagrees(random_model: Path, monkeypa
     assert ask(backend, PROMPTS[0], max_new_tokens=4).candidates
 
 
-def test_packing_lets_go_of_the_mapped_file_and_a_fallback_reads_it_again(
-    grid_model: Path, monkeypatch
-) -> None:
-    dropped: list[int] = []
-    real = loading_module.drop_file_pages
-    monkeypatch.setattr(loading_module, "drop_file_pages", lambda b: dropped.append(real(b)))
-    packed = load_backend(LoadOptions(str(grid_model), quantization="q4"))
-    assert packed.fast is not None and dropped and dropped[0] > 0
-    monkeypatch.setattr(loading_module, "agrees_with", lambda *a: False)
-    fallback = load_backend(LoadOptions(str(grid_model), quantization="q4"))
-    plain = load_backend(LoadOptions(str(grid_model), quantization="none"))
-    plain.fast = None
-    assert fallback.fast is None
-    for prompt in PROMPTS:
-        want = ask(plain, prompt, max_new_tokens=8).candidates[0].token_ids
-        assert ask(fallback, prompt, max_new_tokens=8).candidates[0].token_ids == want
-
-
 def test_folder_model_loads_through_from_pretrained(tmp_path: Path) -> None:
     folder = build_tiny_model(tmp_path / "m")
     model = AutoModelForCausalLM.from_pretrained(folder)
     ids, want = probe(model)
-    assert unsupported(model) is None and agrees_with(FastLlama(model), ids, want)
+    assert unsupported(model) is None and agrees_with(Decoder.from_transformers(model), ids, want)

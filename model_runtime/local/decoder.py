@@ -1,124 +1,152 @@
-"""A lean forward pass for Llama-shaped decoders, with a key/value cache that grows in place.
+"""The forward pass of Llama-shaped decoders, with a key/value cache that grows in place.
 
-transformers' own forward is general; for a 135M model on two CPU cores its general parts cost
-more than the arithmetic. A decode step there runs dozens of small operations per layer, and
-its cache grows by concatenation, copying every cached key and value at every step. This
-forward runs the same weights with fewer, larger operations: one matrix product for the query,
-key and value projections and one for the gate and up projections (wisp's own copies, made one
-layer at a time, which the model's modules then hold too, so nothing is stored twice), a cache
-preallocated in steps and written in place, and grouped-query attention without repeating the
-keys. Rotary embeddings come from the model's own module, so every RoPE variant it supports
-is supported here (or, read back from `store`, from its frequencies).
+transformers' own forward is general; for a small model on two CPU cores its general parts
+cost more than the arithmetic. This forward runs the same weights with fewer, larger
+operations: one product for the query, key and value projections and one for the gate and up
+projections, a cache preallocated in steps and written in place, and grouped-query attention
+without repeating the keys. Weights in GGUF blocks (`blocks.Blocks`) run a decode step or a
+short chunk through native code, a layer at a time (`kernels/layer.c`).
 
-Here, in order: `FastLlama` (`forward`: a decode step or a short chunk in native code for
-packed weights, `_layers` and
-`_attention` through torch otherwise), `linear` (products with narrowed or packed weights) and
-`unsupported` (why a model lacks the expected parts). `probes` holds the load-time checks against
-transformers' forward and the timings that choose the weights' form; `kv_cache.GrowingKv`
-the cache.
+Here, in order: `Decoder` (built from a GGUF file by `gguf_model`, or from a transformers model
+by `Decoder.from_transformers`; `forward`: a decode step or a short chunk in native code for
+weights in blocks, `_layers` and `_attention` through torch otherwise), `Rotary` (the angles of
+rotary embeddings from their frequencies), `linear` (products with narrowed or block weights)
+and `unsupported` (why a transformers model lacks the expected parts). `probes` holds the
+load-time checks against transformers' forward and the timings that choose the weights' form;
+`kv_cache.GrowingKv` the cache.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model_runtime.local.blocks import NATIVE_ROWS, Q8_0, Blocks, KernelError, library
 from model_runtime.local.kv_cache import GrowingKv
 from model_runtime.local.layers import Layer, Weight, eps_of, own
-from model_runtime.local.packed import NATIVE_ROWS, Q8_0, KernelError, Packed, library
-from model_runtime.local.pages import drop_file_pages
 
 log = logging.getLogger(__name__)
 
 # Products with at most this many rows run in the narrow weight dtype (see `linear`).
 NARROW_ROWS = 4
-# Chunks of up to this many new positions run through the native decode layer with packed
+# Chunks of up to this many new positions run through the native decode layer with block
 # weights; longer ones through torch's attention over the widened cache.
 NATIVE_CHUNK = 16
 _MODEL_TYPES = {"llama", "mistral", "qwen2"}
 
 
-class FastLlama:
+@dataclass(frozen=True)
+class Heads:
+    """The attention's shape, and how its rotation pairs the weights of a head."""
+
+    heads: int
+    kv_heads: int
+    dim: int
+    pairs: bool = False  # neighbouring weights rotate together (GGUF's llama files)
+
+
+class Decoder:
     """The forward pass of a Llama-shaped causal LM (see the module docstring).
 
-    Building it replaces the model's weights with its own copies (projections in
-    `weight_dtype`), one layer at a time: weights that transformers left mapped from the file
-    are let go, and with them the file's pages. The model's own forward keeps working while the
-    weights keep the activations' dtype; narrower weights are run through this class only.
-
-    With `packing` ("q4" or "q8", see `packed`) the projections are packed into blocks instead,
-    the embeddings into 8-bit blocks, and the model's modules keep their weights until
-    `release` lets them go.
+    With weights in blocks (`packing` names their types) the decode step runs in native code;
+    otherwise the projections are tensors in `weight_dtype` and run through torch.
     """
 
     def __init__(
         self,
+        embed: Weight,
+        lm_head: Weight,
+        layers: list[Layer],
+        final_norm: torch.Tensor,
+        final_eps: float,
+        rotary: Any,
+        heads: Heads,
+        packing: str | None = None,
+    ) -> None:
+        self.embed, self.lm_head, self.layers = embed, lm_head, layers
+        self.final_norm, self.final_eps, self.rotary = final_norm, final_eps, rotary
+        self.dtype: torch.dtype = final_norm.dtype  # of activations, norms and the cache
+        first = layers[0].qkv if layers else embed
+        self.weight_dtype = self.dtype if isinstance(first, Blocks) else first.dtype
+        self.packing = packing
+        if packing is not None and self.dtype != torch.float32:
+            raise KernelError(f"weights in blocks take fp32 activations, not {self.dtype}")
+        self.heads, self.kv_heads, self.head_dim = heads.heads, heads.kv_heads, heads.dim
+        self.pairs = heads.pairs
+        self.scale = self.head_dim**-0.5
+        if packing is not None:
+            for layer in layers:
+                layer.bind_native(heads)
+
+    @classmethod
+    def from_transformers(
+        cls,
         model: Any,
         weight_dtype: torch.dtype | None = None,
         packing: str | None = None,
-        let_go: bool = False,
-    ) -> None:
-        config = model.config
-        inner = model.model
-        self.dtype: torch.dtype = inner.norm.weight.dtype  # of activations, norms and the cache
-        self.weight_dtype = weight_dtype or self.dtype
-        self.packing = packing
-        if packing is not None and self.dtype != torch.float32:
-            raise KernelError(f"packed weights take fp32 activations, not {self.dtype}")
+    ) -> Decoder:
+        """The pass over a transformers model's weights, which it replaces with its own copies
+        (projections in `weight_dtype`), one layer at a time. The model's own forward keeps
+        working while the weights keep the activations' dtype.
+
+        With `packing` ("q4" or "q8") the projections are rounded into blocks instead, the
+        embeddings into Q8_0 blocks, and the model's modules keep their weights until `release`
+        lets them go.
+        """
+        config, inner = model.config, model.model
+        dtype = inner.norm.weight.dtype
+        weight_dtype = weight_dtype or dtype
+        if packing is not None and dtype != torch.float32:
+            raise KernelError(f"weights in blocks take fp32 activations, not {dtype}")
         tied = model.lm_head.weight is inner.embed_tokens.weight
-        self.embed: Weight
-        self.lm_head: Weight
+        embed: Weight
+        lm_head: Weight
         if packing is not None:
-            self.embed = Packed(inner.embed_tokens.weight, Q8_0)
-            self.lm_head = self.embed if tied else Packed(model.lm_head.weight, Q8_0)
-            if let_go:
-                drop_file_pages([inner.embed_tokens.weight, model.lm_head.weight])
+            embed = Blocks.quantize(inner.embed_tokens.weight, Q8_0)
+            lm_head = embed if tied else Blocks.quantize(model.lm_head.weight, Q8_0)
         else:
-            self.embed = own(inner.embed_tokens, "weight", self.weight_dtype)
+            embed = own(inner.embed_tokens, "weight", weight_dtype)
             if tied:
                 model.lm_head.weight = inner.embed_tokens.weight
-                self.lm_head = self.embed
+                lm_head = embed
             else:
-                self.lm_head = own(model.lm_head, "weight", self.weight_dtype)
-        self.rotary: Any = inner.rotary_emb
-        self.heads = int(config.num_attention_heads)
-        self.kv_heads = int(getattr(config, "num_key_value_heads", None) or self.heads)
-        self.head_dim = int(
-            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+                lm_head = own(model.lm_head, "weight", weight_dtype)
+        heads = int(config.num_attention_heads)
+        shape = Heads(
+            heads,
+            int(getattr(config, "num_key_value_heads", None) or heads),
+            int(getattr(config, "head_dim", None) or config.hidden_size // heads),
         )
-        self.scale = self.head_dim**-0.5
-        shape = (self.heads, self.kv_heads, self.head_dim)
-        self.layers = []
-        for layer in inner.layers:
-            self.layers.append(Layer(layer, self.weight_dtype, packing, shape))
-            if let_go and packing is not None:
-                drop_file_pages(layer.parameters())
-        self.final_norm = own(inner.norm, "weight", self.dtype)
-        self.final_eps = eps_of(inner.norm)
+        layers = [Layer.from_transformers(layer, weight_dtype, packing) for layer in inner.layers]
+        final_norm = own(inner.norm, "weight", dtype)
+        return cls(
+            embed, lm_head, layers, final_norm, eps_of(inner.norm), inner.rotary_emb, shape, packing
+        )
 
     def widen_in(self, dtype: torch.dtype) -> None:
-        """Multiply products of many rows (prefill) in `dtype`, for packed weights."""
+        """Multiply products of many rows (prefill) in `dtype`, for weights in blocks."""
         for layer in self.layers:
             for weight in (layer.qkv, layer.out, layer.gate_up, layer.down):
-                if isinstance(weight, Packed):
+                if isinstance(weight, Blocks):
                     weight.wide = dtype
         for weight in (self.embed, self.lm_head):
-            if isinstance(weight, Packed):
+            if isinstance(weight, Blocks):
                 weight.wide = dtype
 
     @property
     def prefill_dtype(self) -> torch.dtype:
         """The dtype of prefill products and attention: bf16 after `widen_in(bf16)`."""
         first = self.layers[0].qkv if self.layers else None
-        return first.wide if isinstance(first, Packed) else self.dtype
+        return first.wide if isinstance(first, Blocks) else self.dtype
 
     def release(self, model: Any) -> None:
-        """Empty the weights of `model`'s linear and embedding modules: packed ones are used.
+        """Empty the weights of `model`'s linear and embedding modules: the blocks are used.
 
         The model's own forward cannot run after this.
         """
@@ -129,7 +157,7 @@ class FastLlama:
                 module.weight = nn.Parameter(module.weight.new_empty(0), requires_grad=False)
 
     def new_cache(self, batch: int) -> GrowingKv:
-        """An empty cache. With packed weights it holds half floats: half the bytes for a decode
+        """An empty cache. With weights in blocks it holds half floats: half the bytes for a decode
         step to read and for memory to keep, next to products that round activations to 8 bits."""
         dtype = torch.float16 if self.packing else self.dtype
         return GrowingKv(
@@ -145,7 +173,7 @@ class FastLlama:
         start = cache.length
         end = start + count
         cache.reserve(end)
-        if isinstance(self.embed, Packed):
+        if isinstance(self.embed, Blocks):
             hidden = self.embed.widen(ids)
         else:
             hidden = F.embedding(ids, self.embed).to(self.dtype)
@@ -199,7 +227,7 @@ class FastLlama:
     ) -> torch.Tensor:
         """All layers through torch's operations; returns the new hidden states.
 
-        The residual stream stays in `hidden`'s dtype. With packed weights widened to bf16 for
+        The residual stream stays in `hidden`'s dtype. With block weights widened to bf16 for
         prefill (AMX), what goes into and comes out of each product stays bf16 too: the products
         round their outputs to bf16 anyway, and converting every one back and forth cost a
         fifth of the prefill."""
@@ -232,7 +260,7 @@ class FastLlama:
         # Queries and keys are the first heads of one view: they rotate together (in the
         # dtype of cos and sin).
         qk, v = qkv.split((heads + kv_heads, kv_heads), dim=2)
-        qk = _rotate(qk.transpose(1, 2), cos, sin)
+        qk = _rotate(qk.transpose(1, 2), cos, sin, self.pairs)
         start, end = cache.length, cache.length + count
         cache.keys[index, :, :, start:end] = qk[:, heads:]
         cache.values[index, :, :, start:end] = v.transpose(1, 2)
@@ -252,15 +280,29 @@ class FastLlama:
         return linear(out.reshape(batch, count, heads * dim), layer.out)
 
 
+class Rotary:
+    """Rotary embeddings' angles from their frequencies, as transformers' module computes them
+    (cos and sin of each position, the halves repeated; `scaling` multiplies both)."""
+
+    def __init__(self, inv_freq: torch.Tensor, scaling: float = 1.0) -> None:
+        self.inv_freq = inv_freq.float()
+        self.scaling = scaling
+
+    def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        freqs = positions[..., None].float() * self.inv_freq.to(x.device)
+        both = torch.cat((freqs, freqs), dim=-1)
+        return (both.cos() * self.scaling).to(x.dtype), (both.sin() * self.scaling).to(x.dtype)
+
+
 def linear(x: torch.Tensor, weight: Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`x @ weight.T + bias` in `x`'s dtype, for weights kept in a narrower one or packed.
+    """`x @ weight.T + bias` in `x`'s dtype, for weights kept in a narrower dtype or in blocks.
 
     A few rows (a decode step) multiply in the weights' dtype: reading half the bytes is what
     makes them faster. More rows (a prefill chunk) widen the weights first: a CPU without
     native bf16 arithmetic multiplies many rows far faster in fp32, and the widening costs
     little next to the product.
     """
-    if isinstance(weight, Packed):
+    if isinstance(weight, Blocks):
         out = weight.linear(x)
         return out if bias is None else out + bias
     if weight.dtype == x.dtype:
@@ -276,8 +318,12 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return F.rms_norm(x, (x.shape[-1],), weight, eps)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pairs: bool) -> torch.Tensor:
     half = x.shape[-1] // 2
+    if pairs:  # (x0, x1) turn together, then (x2, x3), ...: angles as the halves' are
+        even, odd = x[..., 0::2], x[..., 1::2]
+        cos, sin = cos[..., :half], sin[..., :half]
+        return torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
 
