@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers.utils import logging as hf_logging
 
 from model_runtime.allocator import map_large_blocks
@@ -37,8 +36,8 @@ from model_runtime.local.probes import (
 )
 from model_runtime.templates import FimTemplate, detect_template, get_template
 
-if TYPE_CHECKING:  # importing it costs ~100 MB and seconds: a GGUF file never needs it
-    from transformers import PreTrainedModel
+if TYPE_CHECKING:  # importing them costs ~100 MB and seconds: a GGUF file never needs them
+    from transformers import PretrainedConfig, PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +147,8 @@ def _load_transformers(
 ) -> LocalBackend:
     """transformers' model and tokenizer of a folder or hub id (or of a GGUF file it reads),
     with the lean forward pass where it runs."""
+    from transformers import AutoConfig, AutoTokenizer  # a GGUF file run natively needs neither
+
     source = options.source
     extra = {"gguf_file": gguf_file} if gguf_file else {}
     try:
@@ -217,6 +218,8 @@ def _load_model(
     where: str, config: PretrainedConfig, options: LoadOptions, device: str, extra: dict[str, Any]
 ) -> tuple[Any, Decoder | None]:
     """transformers' model of `where` on `device`, and the lean forward pass where one runs."""
+    from transformers import AutoModelForCausalLM
+
     source = options.source
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model: Any  # transformers' own annotations of `.to` and friends confuse type checkers
@@ -262,6 +265,8 @@ def _refuse_pickle(where: str, source: str, allowed: bool) -> None:
 
 
 def _is_causal_lm(config: PretrainedConfig, trust_remote_code: bool) -> bool:
+    from transformers import AutoModelForCausalLM
+
     if trust_remote_code and "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {}):
         return True
     return type(config) in AutoModelForCausalLM._model_mapping
