@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from gguf import GGMLQuantizationType as T
+from test_decoder import fast_logits
 from tiny_gguf import write_tiny_gguf
 from transformers import AutoModelForCausalLM
 
@@ -33,14 +34,7 @@ def reference(path: Path) -> torch.Tensor:
 
 
 def native(path: Path, splits: list[int]) -> torch.Tensor:
-    decoder = gguf_model.load_decoder(GgufFile(path))
-    cache, pieces, start = None, [], 0
-    with torch.inference_mode():
-        for end in [*splits, IDS.shape[1]]:
-            cache, logits = decoder.forward(IDS[:, start:end], cache)
-            pieces.append(logits)
-            start = end
-    return torch.cat(pieces, dim=1).float()
+    return fast_logits(gguf_model.load_decoder(GgufFile(path)), IDS, splits).float()
 
 
 def agree(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float]:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from gguf.quants import dequantize, quantize
+from tiny_gguf import random_blocks
 
 from model_runtime.local.blocks import KernelError, Matrix, load_library
 
@@ -28,8 +29,6 @@ K_QUANTS = [T.Q4_K, T.Q5_K, T.Q6_K]  # super-blocks of 256
 TYPES = FLOATS + SMALL + K_QUANTS
 # w = d * q with no minimum: widening rounds once, as gguf does, so the floats are equal.
 SYMMETRIC = [*FLOATS, T.Q4_0, T.Q5_0, T.Q8_0, T.Q6_K]
-# Where each K-quant keeps its half-float scales (d, and Q4_K's and Q5_K's dmin).
-HALF_SCALES = {T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208]}
 # Row lengths that leave tails: an odd number of blocks of 32, and 12 floats past 16s.
 COLUMNS = {
     **dict.fromkeys(FLOATS, 300),
@@ -62,17 +61,12 @@ def lib(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 def blocks(qtype: T, rows: int, k: int, seed: int = 0) -> np.ndarray:
     """A [rows, k] matrix of `qtype` as GGUF stores it (uint8, a row of blocks a row): random
     floats quantized by gguf, or for K-quants, which gguf cannot quantize, random bytes with
-    small positive half-float scales."""
+    small positive half-float scales (`tiny_gguf.random_blocks`)."""
     rng = np.random.default_rng(seed)
-    if qtype not in HALF_SCALES:
-        floats = rng.standard_normal((rows, k), dtype=np.float32)
-        return quantize(floats, qtype).view(np.uint8).reshape(rows, -1)
-    block, size = GGML_QUANT_SIZES[qtype]
-    raw = rng.integers(0, 256, (rows * k // block, size), dtype=np.uint8)
-    for at in HALF_SCALES[qtype]:
-        scales = rng.uniform(1e-3, 1e-2, len(raw)).astype(np.float16)
-        raw[:, at : at + 2] = scales.view(np.uint8).reshape(-1, 2)
-    return raw.reshape(rows, -1)
+    if qtype in K_QUANTS:
+        return random_blocks(qtype, rows, k, rng)
+    floats = rng.standard_normal((rows, k), dtype=np.float32)
+    return quantize(floats, qtype).view(np.uint8).reshape(rows, -1)
 
 
 def widen(lib: ctypes.CDLL, qtype: T, w: np.ndarray, k: int, rows=None) -> np.ndarray:

@@ -91,8 +91,7 @@ def load_library(arch: str = "native") -> ctypes.CDLL:
 
 
 def machine() -> str:
-    """What a build (and a stored packing, `store`) depends on besides the source: the CPU's
-    features (`-march=native`)."""
+    """What a build depends on besides the source: the CPU's features (`-march=native`)."""
     flags = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -18,48 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from model_runtime.backend import ModelLoadError
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 _SAMPLE_BYTES = 1 << 20
-
-# ggml's block types: number -> (name, weights per block, bytes per block).
-BLOCK_TYPES: dict[int, tuple[str, int, int]] = {
-    0: ("F32", 1, 4),
-    1: ("F16", 1, 2),
-    2: ("Q4_0", 32, 18),
-    3: ("Q4_1", 32, 20),
-    6: ("Q5_0", 32, 22),
-    7: ("Q5_1", 32, 24),
-    8: ("Q8_0", 32, 34),
-    9: ("Q8_1", 32, 36),
-    10: ("Q2_K", 256, 84),
-    11: ("Q3_K", 256, 110),
-    12: ("Q4_K", 256, 144),
-    13: ("Q5_K", 256, 176),
-    14: ("Q6_K", 256, 210),
-    15: ("Q8_K", 256, 292),
-    16: ("IQ2_XXS", 256, 66),
-    17: ("IQ2_XS", 256, 74),
-    18: ("IQ3_XXS", 256, 98),
-    19: ("IQ1_S", 256, 50),
-    20: ("IQ4_NL", 32, 18),
-    21: ("IQ3_S", 256, 110),
-    22: ("IQ2_S", 256, 82),
-    23: ("IQ4_XS", 256, 136),
-    24: ("I8", 1, 1),
-    25: ("I16", 1, 2),
-    26: ("I32", 1, 4),
-    27: ("I64", 1, 8),
-    28: ("F64", 1, 8),
-    29: ("IQ1_M", 256, 56),
-    30: ("BF16", 1, 2),
-    34: ("TQ1_0", 256, 54),
-    35: ("TQ2_0", 256, 66),
-    39: ("MXFP4", 32, 17),
-}
 
 # Metadata value types: number -> struct format (strings, arrays and bools apart).
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 10: "Q", 11: "q", 12: "d"}
@@ -78,7 +43,10 @@ class TensorInfo:
 
     @property
     def type_name(self) -> str:
-        return BLOCK_TYPES.get(self.type, (f"type {self.type}", 0, 0))[0]
+        try:
+            return GGMLQuantizationType(self.type).name
+        except ValueError:
+            return f"type {self.type}"
 
 
 class GgufFile:
@@ -165,7 +133,7 @@ def _read_header(data: mmap.mmap, path: Path) -> tuple[dict[str, Any], dict[str,
     start = -(-reader.at // alignment) * alignment
     tensors = {}
     for name, dims, kind, offset in infos:
-        _, block, size = BLOCK_TYPES.get(kind, ("?", 1, 0))
+        block, size = GGML_QUANT_SIZES.get(kind, (1, 0))  # an unknown type: refused by the kernels
         weights = int(np.prod(dims)) if dims else 1
         shape = tuple(reversed(dims))
         tensors[name] = TensorInfo(name, kind, shape, start + offset, weights // block * size)
