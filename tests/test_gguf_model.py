@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM
 
 from model_runtime.local import LoadOptions, gguf_model, load_backend
 from model_runtime.local.gguf_file import GgufFile
+from model_runtime.local.gguf_tokenizer import build_tokenizer
 
 IDS = (torch.arange(60) * 37 % 256).unsqueeze(0)
 
@@ -91,7 +92,10 @@ def test_an_architecture_it_does_not_run_goes_through_transformers(
         backend = load_backend(LoadOptions(str(path)))
     assert "architecture 'qwen2'" in caplog.text and "through transformers" in caplog.text
     assert backend.model is not None and backend.fast is not None  # transformers' model, lean pass
-    assert not (tmp_path / "cache" / "tokenizers").exists()  # nothing kept for it
+    assert len(list((tmp_path / "cache" / "tokenizers").iterdir())) == 1  # wisp's, from the file
+    assert backend.tokenizer.encode("def f():") == build_tokenizer(GgufFile(path).metadata).encode(
+        "def f():"
+    )
 
 
 def test_a_block_type_it_does_not_read_goes_through_transformers(tmp_path: Path, caplog) -> None:

@@ -108,7 +108,12 @@ def _load_gguf(path: Path, options: LoadOptions, device: str, report: Report) ->
         why = str(exc)
     if why is not None:
         log.info("%s runs through transformers, dequantized: the native pass lacks %s", path, why)
-        return _load_transformers(str(path.parent), options, device, gguf_file=path.name)
+        try:
+            tokenizer = _gguf_tokenizer(file, report)
+        except ModelLoadError as exc:  # a kind of vocabulary only transformers reads
+            log.info("%s: %s; transformers reads the tokenizer", path, exc)
+            tokenizer = None
+        return _load_transformers(str(path.parent), options, device, path.name, tokenizer)
     if options.quantization != "auto":
         log.info("quantization %r is not used: %s runs its own blocks", options.quantization, path)
     tokenizer = _gguf_tokenizer(file, report)
@@ -143,10 +148,14 @@ def _gguf_tokenizer(file: GgufFile, report: Report) -> Any:
 
 
 def _load_transformers(
-    where: str, options: LoadOptions, device: str, gguf_file: str | None = None
+    where: str,
+    options: LoadOptions,
+    device: str,
+    gguf_file: str | None = None,
+    tokenizer: Any = None,
 ) -> LocalBackend:
-    """transformers' model and tokenizer of a folder or hub id (or of a GGUF file it reads),
-    with the lean forward pass where it runs."""
+    """transformers' model and tokenizer of a folder or hub id (or of a GGUF file it reads, with
+    the tokenizer wisp built from it), with the lean forward pass where it runs."""
     from transformers import AutoConfig, AutoTokenizer  # a GGUF file run natively needs neither
 
     source = options.source
@@ -165,7 +174,7 @@ def _load_transformers(
             f"(model type {getattr(config, 'model_type', '?')!r})"
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(
             where, trust_remote_code=options.trust_remote_code, **extra
         )
     except Exception as exc:
