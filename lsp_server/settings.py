@@ -48,7 +48,7 @@ class Settings:
     max_latency_ms: int = 1500
     cross_file_tokens: int = CrossFileOptions().tokens  # context from other files; 0: off
     cross_file_ms: int = int(CrossFileOptions().source_ms)  # time budget of each source
-    prefill_when_idle: bool = False  # compute a document's next prompt while the model is idle
+    prefill_when_idle: bool = True  # keep each open document's cache ready while the model is idle
 
     def engine_options(self) -> EngineOptions:
         sampling = SamplingParams(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from model_runtime.backend import Backend, GenerationRequest, Prefills, SamplingParams
@@ -28,6 +28,9 @@ from model_runtime.prompt import PrefixAnchor, build_prompt
 from model_runtime.result_cache import ResultCache
 from model_runtime.suffix_fit import continuation, ranked_score
 from model_runtime.templates import PromptParts
+
+# Characters a token holds on average in code, to reach a budget's worth of tokens past a cursor.
+DOCUMENT_CHARS_PER_TOKEN = 4
 
 
 @dataclass(frozen=True)
@@ -180,20 +183,32 @@ class CompletionEngine:
         return isinstance(self.backend, Prefills)
 
     def prefill(self, request: CompletionRequest, cancel: threading.Event) -> int:
-        """Get the backend ready for a request at `request`'s cursor: build the prompt that
-        request would have and let the backend compute its cache, stopping at `cancel`.
+        """Get the backend ready for requests anywhere near `request`'s cursor: let it compute
+        the cache of `document_request`, stopping at `cancel`.
 
-        Returns the positions computed: 0 when the backend cannot prefill, when the answer there
-        is cached already (the model would not run), or when the cache is warm already.
+        Returns the positions computed: 0 when the backend cannot prefill or is warm already.
         """
         backend = self.backend
         if not isinstance(backend, Prefills) or cancel.is_set():
             return 0
-        ctx = cursor_context(request.text, request.offset, request.path, request.language)
-        if self.cache.get(ctx, self._depends(ctx, request)) is not None:
-            return 0
-        asked, _ = self._ask(ctx, request, self.options, time.perf_counter())
-        return backend.prefill(asked, cancel)
+        return backend.prefill(self.document_request(request), cancel)
+
+    def document_request(self, request: CompletionRequest) -> GenerationRequest:
+        """The prompt of the document with the cursor past a budget's worth of code after
+        `request`'s (its end, most often), in twice the budget, without other files' context:
+        the code before any cursor within a budget of this one is a stretch of it."""
+        opts = self.options
+        text = request.text
+        reach = request.offset + opts.context_tokens * DOCUMENT_CHARS_PER_TOKEN
+        newline = text.find("\n", reach)
+        end = newline if reach < len(text) and newline >= 0 else len(text)
+        ctx = cursor_context(text[:end], end, request.path, request.language)
+        wide = replace(opts, context_tokens=2 * opts.context_tokens)
+        budget = code_budget(self.backend, wide, ctx.path)
+        prompt = build_prompt(ctx, self.backend.template, self.backend, budget)
+        return GenerationRequest(
+            prompt.text, opts.sampling, (), cache_key=ctx.path, parts=prompt.parts
+        )
 
     def forget(self, path: str) -> None:
         """The document at `path` was closed: drop what the backend keeps for it, and its anchor.

@@ -101,6 +101,7 @@ def test_latency_block_and_summary() -> None:
     assert summary["warm"] == {"p50_ms": 50.0, "p95_ms": 59.0, "p99_ms": 59.8, "n": 2}
     assert summary["jump"]["n"] == 0 and summary["cold"]["p50_ms"] == 200.0
     assert summary["warm_p50_over_cold_p50"] == 0.25
+    assert summary["first"]["n"] == 0 and summary["first_over_cold_p50"] is None
     assert summary["overhead_ratio"] == pytest.approx(302 / 280, abs=1e-3)
     assert summary["peak_rss_mb"] == 321.0
     assert summary["served_decode_tokens_per_s"] == 180.0
@@ -108,6 +109,17 @@ def test_latency_block_and_summary() -> None:
     assert "typed_through" in table(summary) and "served_decode_tokens_per_s" in table(summary)
     assert summarize(Recording(samples=[("warm", 1.0)]), {})["overhead_ratio"] is None
     assert summary["server_p50_ms"] is None and summary["warm_p50_over_server_p50"] is None
+
+
+def test_jumps_are_grouped_by_how_far_the_cursor_moved() -> None:
+    recording = Recording(jumps=[(-30, 10.0), (-5, 30.0), (12, 50.0), (39, 70.0), (40, 90.0)])
+    blocks = summarize(recording, {})["jump_by_distance"]
+    assert {k: (b["n"], b["p50_ms"]) for k, b in blocks.items()} == {
+        "up": (2, 20.0),
+        "down_near": (2, 60.0),
+        "down_far": (1, 90.0),
+    }
+    assert "jump down far" in table(summarize(recording, {}))
 
 
 def test_summary_against_a_serving_engine() -> None:
@@ -130,7 +142,9 @@ def test_bench_runs_against_the_real_server(x_model: Path, tmp_path: Path) -> No
     )
     for kind in ("cold", "warm", "jump", "typed_through"):
         assert set(summary[kind]) == {"p50_ms", "p95_ms", "p99_ms", "n"}
-    assert summary["cold"]["n"] == 2 and summary["jump"]["n"] == 2
+    assert summary["first"]["n"] == summary["cold"]["n"] == 1 and summary["jump"]["n"] == 2
+    assert sum(block["n"] for block in summary["jump_by_distance"].values()) == 2
+    assert summary["first_over_cold_p50"] > 0
     # the x model suggests "xxxx": only a typed "x" follows it, which the bench does on purpose
     assert summary["warm"]["n"] > 20 and summary["typed_through"]["n"] > 0
     assert summary["decode_tokens_per_s"] > 0 and summary["prefill_tokens_per_s"] > 0

@@ -225,7 +225,7 @@ def test_bench_against_llama_cpp_side_by_side(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     both = json.loads(out.read_text())
     local, llama = both["local"], both["llama.cpp"]
-    assert local["cold"]["n"] == llama["cold"]["n"] == 1
+    assert local["first"]["n"] == llama["first"]["n"] == 1
     assert local["warm"]["n"] > 5 and llama["warm"]["n"] > 5
     assert local["decode_tokens_per_s"] > 0 and llama["decode_tokens_per_s"] is None
     assert llama["settings"]["backend"] == "openai" and llama["server_p50_ms"] > 0

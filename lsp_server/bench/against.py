@@ -131,6 +131,8 @@ def side_by_side(local: Mapping[str, Any], llama: Mapping[str, Any]) -> str:
     """One table: each kind's p50/p95 for wisp's runtime and for llama.cpp's server."""
     lines = [f"{'':<22}{'wisp local':>12}{'llama.cpp':>12}{'ratio':>8}"]
     for kind in KINDS:
+        if kind not in local or kind not in llama:
+            continue
         for row in ROWS:
             a, b = local[kind][row], llama[kind][row]
             lines.append(f"{kind + ' ' + row:<22}{_cell(a):>12}{_cell(b):>12}{_ratio(a, b):>8}")

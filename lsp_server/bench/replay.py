@@ -26,6 +26,7 @@ class Recording:
     """Every timed request as (kind, ms), and what the server said about itself."""
 
     samples: list[tuple[str, float]] = field(default_factory=list)
+    jumps: list[tuple[int, float]] = field(default_factory=list)  # (lines moved, ms) per jump
     stats_before: dict[str, Any] | None = None
     stats_after: dict[str, Any] | None = None
     peak_rss_mb: float | None = None
@@ -191,7 +192,11 @@ async def replay_session(
     for number, hole in enumerate(session.holes):
         lines = doc.text.split("\n")  # typing never adds lines, so hole numbers stay valid
         doc.offset = sum(len(line) + 1 for line in lines[: hole.line]) + len(hole.indent)
-        shown = await ask("cold" if number == 0 else "jump")
+        if number:
+            shown = await ask("jump")
+            recording.jumps.append((hole.line - session.holes[number - 1].line, last_ms))
+        else:  # the session's first request after the model was ready is apart from the rest
+            shown = await ask("cold" if recording.samples else "first")
         for stroke in keystrokes(hole.content, rng, pause_scale):
             typed_here = doc.text[: doc.offset].split("\n")[-1].lstrip()
             expected = hole.content[len(typed_here) :]

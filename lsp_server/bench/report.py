@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lsp_server.bench.replay import Recording
 
-KINDS = ("cold", "warm", "jump", "typed_through", "cache")
+KINDS = ("first", "cold", "warm", "jump", "typed_through", "cache")
+# Jumps by how far the cursor moved: up the document, or down fewer or more lines than this.
+FAR_JUMP_LINES = 40
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -50,6 +52,9 @@ def summarize(recording: Recording, speeds: dict[str, float | None]) -> dict[str
     summary.update(speeds)
     cold, warm = summary["cold"]["p50_ms"], summary["warm"]["p50_ms"]
     summary["warm_p50_over_cold_p50"] = round(warm / cold, 3) if cold and warm else None
+    first = summary["first"]["p50_ms"]
+    summary["first_over_cold_p50"] = round(first / cold, 3) if cold and first else None
+    summary["jump_by_distance"] = jump_blocks(recording.jumps)
     summary["overhead_ratio"] = overhead_ratio(recording)
     served = (recording.stats_after or {}).get("server_latency_ms") or {}
     server = served.get("p50")
@@ -64,6 +69,15 @@ def summarize(recording: Recording, speeds: dict[str, float | None]) -> dict[str
     summary["ready_ms"] = recording.ready_ms
     summary["requests"] = len(recording.samples)
     return summary
+
+
+def jump_blocks(jumps: Iterable[tuple[int, float]]) -> dict[str, dict[str, Any]]:
+    """A latency block per jump distance: up, down near, down far (`FAR_JUMP_LINES`)."""
+    groups: dict[str, list[float]] = {"up": [], "down_near": [], "down_far": []}
+    for lines, ms in jumps:
+        kind = "up" if lines < 0 else "down_near" if lines < FAR_JUMP_LINES else "down_far"
+        groups[kind].append(ms)
+    return {kind: latency_block(values) for kind, values in groups.items()}
 
 
 def overhead_ratio(recording: Recording) -> float | None:
@@ -84,6 +98,10 @@ def table(summary: Mapping[str, Any]) -> str:
         block = summary[kind]
         cells = [_ms(block[k]) for k in ("p50_ms", "p95_ms", "p99_ms")]
         lines.append(f"{kind:<14}{block['n']:>6}" + "".join(f"{c:>10}" for c in cells))
+    for distance, block in (summary.get("jump_by_distance") or {}).items():
+        cells = [_ms(block[k]) for k in ("p50_ms", "p95_ms", "p99_ms")]
+        name = f"  jump {distance.replace('_', ' ')}"
+        lines.append(f"{name:<14}{block['n']:>6}" + "".join(f"{c:>10}" for c in cells))
     for key in (
         "prefill_tokens_per_s",
         "decode_tokens_per_s",
@@ -94,6 +112,7 @@ def table(summary: Mapping[str, Any]) -> str:
         "warm_p50_over_server_p50",
         "server_overhead_p50",
         "warm_p50_over_cold_p50",
+        "first_over_cold_p50",
         "peak_rss_mb",
         "ready_ms",
     ):

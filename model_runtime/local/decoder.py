@@ -164,6 +164,13 @@ class Decoder:
             len(self.layers), batch, self.kv_heads, self.head_dim, self.final_norm, dtype
         )
 
+    def turn_keys(self, keys: torch.Tensor, shift: int) -> torch.Tensor:
+        """Cached keys (rotated for their positions) as they would be `shift` positions later:
+        rotary embeddings compose, so turning by the distance moved is enough."""
+        angles = shift * self.rotary.inv_freq.to(keys.device, torch.float32)
+        both = torch.cat((angles, angles))
+        return _rotate(keys.float(), both.cos(), both.sin(), self.pairs).to(keys.dtype)
+
     def forward(
         self, ids: torch.Tensor, cache: GrowingKv | None, logits_to_keep: int = 0
     ) -> tuple[GrowingKv, torch.Tensor]:

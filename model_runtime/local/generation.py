@@ -32,6 +32,7 @@ from model_runtime.backend import (
 )
 from model_runtime.healing import TokenTable, remaining_lead
 from model_runtime.local.decoder import Decoder
+from model_runtime.local.documents import DOCUMENTS, IDLE_PREFILL_CHUNK, DocumentCaches
 from model_runtime.local.kv_cache import KvSlots, crop_to, croppable
 from model_runtime.lookahead import DraftIndex, accepted_length
 from model_runtime.stopping import (
@@ -55,9 +56,6 @@ from model_runtime.templates import FimTemplate
 # a last piece of up to PREFILL_TAIL tokens joins the chunk before it (`chunk_ends`).
 PREFILL_CHUNK = 256
 PREFILL_TAIL = 64
-# Prefill ahead of a request (`prefill`) runs in smaller chunks: a real request waits for the
-# chunk in progress, and only that one, before it takes the model.
-IDLE_PREFILL_CHUNK = 64
 # Tokens of the code after an answer that `continuation_logprobs` scores.
 CONTINUATION_TOKENS = 24
 
@@ -104,6 +102,9 @@ class LocalBackend:
             self._end_ids.add(int(tokenizer.eos_token_id))
         self._fim_end_ids = self._end_ids - {tokenizer.eos_token_id}
         self.slots = KvSlots(kv_slots)
+        self.documents = (
+            DocumentCaches(DOCUMENTS, fast, self._run) if fast is not None and kv_slots else None
+        )
         self._allowed: dict[bytes, torch.Tensor] = {}
 
     def _token_ids(self, tokens: Sequence[str]) -> set[int]:
@@ -149,11 +150,11 @@ class LocalBackend:
     def _prefill(
         self, ids: list[int], key: str, cancel: threading.Event
     ) -> tuple[Any, torch.Tensor | None, int]:
-        """Run the prompt through the model, reusing a kept cache; logits None when cancelled."""
-        cache, reused = self.slots.take(ids, key) if self.slots.size else (None, 0)
+        """Run the prompt through the model, reusing a kept cache; logits None when cancelled.
+        Returns the cache, the last position's logits and how many positions were taken."""
+        cache, start, reused = self._reuse(ids, key, cancel)
         logits = None
-        start = reused
-        for end in chunk_ends(reused, len(ids)):
+        for end in chunk_ends(start, len(ids)):
             if cancel.is_set():
                 if cache is not None:
                     self.slots.keep(key, ids[:start], cache)  # what is done stays useful
@@ -163,6 +164,25 @@ class LocalBackend:
             start = end
             logits = logits[:, -1, :]
         return cache, logits, reused
+
+    def _reuse(self, ids: list[int], key: str, cancel: threading.Event) -> tuple[Any, int, int]:
+        """Where the prefill of `ids` starts: the kept prompt's cache cut to the prefix it shares
+        with them, or a copy of what the document's cache holds of them, whichever leaves less
+        to compute. Returns the cache, the positions it holds and how many were taken."""
+        shared = min(self.slots.shared(ids, key), len(ids) - 1) if self.slots.size else 0
+        if self.documents is not None:
+            found = self.documents.take(ids, key, len(ids) - shared, cancel, PREFILL_CHUNK)
+            if found is not None:
+                cache, taken = found
+                return cache, cache.length, taken
+        if not self.slots.size:
+            return None, 0, 0
+        cache, reused = self.slots.take(ids, key)
+        return cache, reused, reused
+
+    def _run(self, ids: Sequence[int], cache: Any) -> Any:
+        """Positions `ids` appended to `cache` (the logits are not wanted)."""
+        return self._forward(torch.tensor([list(ids)], device=self.device), cache, logits_to_keep=1)
 
     def _decode(
         self,
@@ -271,27 +291,33 @@ class LocalBackend:
         return cache, logits
 
     def prefill(self, request: GenerationRequest, cancel: threading.Event) -> int:
-        """Compute and keep the cache of `request`'s prompt before it is asked; positions computed.
+        """Compute and keep the cache of `request`'s prompt before it is asked (the document's
+        prompt, `engine.document_request`); returns the positions computed.
 
-        Runs `IDLE_PREFILL_CHUNK` tokens at a time from the longest kept prefix and stops at a
-        cancel between chunks, keeping what was done. The last prompt token is left out: a
-        request recomputes it anyway, for the logits that start its answer.
+        With the lean forward pass the cache is the document's (see `documents`): built from its
+        earlier version, then made exact. Through transformers' forward it is the kept prompt's,
+        extended `IDLE_PREFILL_CHUNK` positions at a time. Either way it stops at a cancel
+        between chunks keeping what was done, and leaves out the last position: a request
+        recomputes its own last one anyway, for the logits that start its answer.
         """
         ids = self._prompt_ids(request.prompt)
-        key = request.cache_key
+        with torch.inference_mode():
+            if self.documents is not None:
+                start = self.slots.peek(request.cache_key)
+                return self.documents.prefill(ids, request.cache_key, cancel, start)
+            return self._prefill_prompt(ids, request.cache_key, cancel)
+
+    def _prefill_prompt(self, ids: list[int], key: str, cancel: threading.Event) -> int:
         if not self.slots.size or self.slots.shared(ids, key) >= len(ids) - 1:
             return 0
-        with torch.inference_mode():
-            cache, done = self.slots.take(ids, key)
-            start = done
-            while done < len(ids) - 1 and not cancel.is_set():
-                chunk = ids[done : min(done + IDLE_PREFILL_CHUNK, len(ids) - 1)]
-                cache, _ = self._forward(
-                    torch.tensor([chunk], device=self.device), cache, logits_to_keep=1
-                )
-                done += len(chunk)
-                if not croppable(cache):
-                    return done - start  # a sliding window cannot be reused: keep nothing
+        cache, done = self.slots.take(ids, key)
+        start = done
+        while done < len(ids) - 1 and not cancel.is_set():
+            chunk = ids[done : min(done + IDLE_PREFILL_CHUNK, len(ids) - 1)]
+            cache = self._run(chunk, cache)[0]
+            done += len(chunk)
+            if not croppable(cache):
+                return done - start  # a sliding window cannot be reused: keep nothing
         if cache is not None:
             self.slots.keep(key, ids[:done], cache)
         return done - start
@@ -311,8 +337,10 @@ class LocalBackend:
             return prefilled - started, time.perf_counter() - prefilled
 
     def forget(self, key: str) -> None:
-        """Drop the document's kept cache: 40-80 MB for the bundled model's prompts."""
+        """Drop the document's kept caches: 20-50 MB each for the bundled model."""
         self.slots.forget(key)
+        if self.documents is not None:
+            self.documents.forget(key)
 
     def _check_draft(
         self,

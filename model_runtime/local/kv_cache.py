@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,22 @@ class GrowingKv:
             new = old.new_empty((*old.shape[:3], wanted, old.shape[4]))
             new[:, :, :, : self.length] = old[:, :, :, : self.length]
             setattr(self, name, new)
+
+    def append_from(
+        self,
+        other: GrowingKv,
+        start: int,
+        length: int,
+        turn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        """Append positions `start`..`start + length` of `other` (same layers and heads), the
+        keys passed through `turn` (rotated to where they now are)."""
+        end = self.length + length
+        self.reserve(end)
+        keys = other.keys[:, :, :, start : start + length]
+        self.keys[:, :, :, self.length : end] = turn(keys) if turn is not None else keys
+        self.values[:, :, :, self.length : end] = other.values[:, :, :, start : start + length]
+        self.length = end
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         self.keys = self.keys.repeat_interleave(repeats, dim=1)
@@ -120,6 +137,11 @@ class KvSlots:
             return None, 0
         crop_to(slot.cache, keep)
         return slot.cache, keep
+
+    def peek(self, key: str) -> KvSlot | None:
+        """The cache kept for `key`, left in place: the caller reads it, never changes it."""
+        with self._lock:
+            return self._slots.get(key)
 
     def shared(self, ids: list[int], key: str) -> int:
         """How many leading tokens of `ids` a kept cache holds (that `take` would consider)."""
