@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -66,6 +66,7 @@ class GenerationRequest:
     lead: str = ""  # text the prompt left out (token healing): answers start with it, unshown
     suffix_line: str = ""  # the first line after the cursor's: a candidate stops on writing it
     parts: PromptParts | None = None  # the prompt unrendered, for servers that render their own
+    block_cut: Callable[[str], str] | None = None  # trimming's cuts of a block (`cut_settled`)
 
 
 @dataclass

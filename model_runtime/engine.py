@@ -23,7 +23,7 @@ from model_runtime.crossfile import (
     OpenDocument,
 )
 from model_runtime.dismissals import DismissalMemory
-from model_runtime.postprocess import Policy, Suggestion, to_suggestions
+from model_runtime.postprocess import Policy, Suggestion, block_cut, to_suggestions
 from model_runtime.prompt import PrefixAnchor, build_prompt
 from model_runtime.result_cache import ResultCache
 from model_runtime.suffix_fit import continuation, ranked_score
@@ -242,6 +242,8 @@ class CompletionEngine:
         budget_ms = (
             None if opts.max_latency_ms is None else max(0.0, opts.max_latency_ms - prompt_ms)
         )
+        # decoding a block may stop once trimming's cuts of it are settled
+        cut = block_cut(ctx, Policy(opts.multiline)) if multiline and not opts.raw else None
         asked = GenerationRequest(
             prompt.text,
             opts.sampling,
@@ -252,6 +254,7 @@ class CompletionEngine:
             lead=prompt.lead,
             suffix_line=next_code_line(ctx) if multiline else "",
             parts=prompt.parts,
+            block_cut=cut,
         )
         timings = {"cross_file": context_ms, "cross_file_tokens": block.tokens, "prompt": prompt_ms}
         return asked, timings

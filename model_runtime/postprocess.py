@@ -71,6 +71,19 @@ def cuts(ctx: CursorContext, one_line: bool, policy: Policy) -> list[tuple[str, 
     return chosen
 
 
+def block_cut(ctx: CursorContext, policy: Policy) -> Cut:
+    """The cuts `trim` makes of a block by whole lines (scope, statement), as one: decoding may
+    stop once they can no longer change (`stopping.cut_settled`)."""
+    by_lines = [cut for name, cut in cuts(ctx, False, policy) if name in ("scope", "statement")]
+
+    def cut(text: str) -> str:
+        for each in by_lines:
+            text = each(text)
+        return text
+
+    return cut
+
+
 def tidy(text: str, ctx: CursorContext) -> str:
     """Whitespace: none at line ends or after the text, indentation as the document's."""
     text = trimming.join_spacing(trimming.strip_trailing_whitespace(text), ctx)

@@ -16,6 +16,7 @@ StopReason = Literal[
     "stop_string",
     "newline",
     "suffix_line",
+    "cut",
     "loop",
     "max_tokens",
     "deadline",
@@ -66,6 +67,22 @@ def suffix_line(line: str) -> StopCriterion:
         return "suffix_line" if any(row.strip() == wanted for row in done.split("\n")) else None
 
     return check if wanted else (lambda _s: None)
+
+
+def cut_settled(cut: Callable[[str], str] | None) -> StopCriterion:
+    """Stop once `cut` (the cuts trimming makes of a block, by whole lines) keeps whole lines and
+    drops at least one finished line after them: the cut rests on finished lines only, so no
+    token to come changes what is shown, and decoding on would be time for nothing."""
+
+    def check(s: DecodeState) -> StopReason | None:
+        kept = cut(s.text) if cut is not None else s.text
+        if len(kept) >= len(s.text) or not kept.strip():
+            return None
+        lines = s.text.split("\n")
+        whole = kept.count("\n") + 1
+        return "cut" if whole <= len(lines) - 2 and "\n".join(lines[:whole]) == kept else None
+
+    return check if cut is not None else (lambda _s: None)
 
 
 def looping_line(copies: float = 4, chars: int = 32) -> StopCriterion:

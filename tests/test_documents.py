@@ -15,6 +15,7 @@ from tiny_gguf import write_tiny_gguf
 
 from model_runtime.backend import GenerationRequest, GenerationResult, SamplingParams
 from model_runtime.local import IDLE_PREFILL_CHUNK, LoadOptions, LocalBackend, load_backend
+from model_runtime.local.documents import MIN_CHUNK
 
 EDITED = CODE.replace("def area3(", "MARGIN = 2\n\n\ndef area3(")
 CURSOR = CODE.index("def area9(")  # below the edit
@@ -133,3 +134,14 @@ def test_idle_chunks_halve_when_slow_and_double_when_quick(model: Path) -> None:
     documents.chunk_ms, documents.run = 1000.0, run
     backend.prefill(_ask(CODE), CancelAfterChecks(1))
     assert documents.chunk == IDLE_PREFILL_CHUNK
+
+
+def test_idle_work_stops_for_good_where_the_smallest_chunk_is_far_too_slow(model: Path) -> None:
+    backend = _backend(model)
+    documents = backend.documents
+    assert documents is not None
+    run = documents.run
+    documents.chunk, documents.chunk_ms = MIN_CHUNK, 10.0
+    documents.run = lambda ids, cache: (time.sleep(0.05), run(ids, cache))
+    assert backend.prefill(_ask(CODE), threading.Event()) == MIN_CHUNK  # one chunk, then no more
+    assert documents.too_slow and backend.prefill(_ask(EDITED), threading.Event()) == 0

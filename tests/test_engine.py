@@ -112,3 +112,17 @@ def test_document_key_and_time_budget_reach_the_backend() -> None:
     [request] = backend.requests
     assert request.cache_key == "src/a.py"
     assert request.time_budget_ms is not None and 0 < request.time_budget_ms <= 500
+
+
+def test_a_block_request_carries_the_block_cuts_and_a_line_request_none() -> None:
+    body = "def f(x):\n    y = 1\n    \n    return y\n"
+    fake = FakeBackend(["z = 2\n    w = 3\n"])
+    engine = CompletionEngine(fake, EngineOptions())
+    engine.complete(CompletionRequest(body, body.index("    \n") + 4, "a.py"))
+    cut = fake.requests[-1].block_cut
+    assert cut is not None and cut("z = 2\n    w = 3\n") == "z = 2"  # one statement there
+    engine.complete(CompletionRequest("x = fo\n", 6, "a.py"))  # mid-line: the line only
+    assert fake.requests[-1].block_cut is None
+    raw = CompletionEngine(fake, EngineOptions(raw=True))
+    raw.complete(CompletionRequest(body, body.index("    \n") + 4, "b.py"))
+    assert fake.requests[-1].block_cut is None  # nothing is cut

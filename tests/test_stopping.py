@@ -7,10 +7,13 @@ import threading
 import pytest
 
 from model_runtime import trimming
+from model_runtime.context import cursor_context
+from model_runtime.postprocess import Policy, block_cut
 from model_runtime.stopping import (
     DecodeState,
     cancelled,
     cut_at_stops,
+    cut_settled,
     eos,
     fim_end,
     first_reason,
@@ -110,3 +113,29 @@ def test_a_loop_stops_where_trimming_would_keep_the_same_text(line: str) -> None
     stop = next(n for n in range(1, len(line) + 1) if criterion(DecodeState([1], line[:n])))
     assert stop < len(line)
     assert trimming.cut_looping_line(line[:stop]) == trimming.cut_looping_line(line)
+
+
+BODY = "def f(x):\n    y = 1\n    \n    return y\n"
+ON_EMPTY_LINE = cursor_context(BODY, BODY.index("    \n") + 4, "a.py")  # one statement welcome
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("z = 2", None),
+        ("z = 2\n", None),  # the line after it not begun
+        ("z = 2\n    w", None),  # nor finished
+        ("z = 2\n    w = 3\n", "cut"),  # a finished line dropped: nothing to come changes it
+        ("z = f(\n        1)\n    w = 3\n", "cut"),  # the statement took two lines
+        ("if z:\n        w = 1\n    ", None),  # its block may go on
+        ("if z:\n        w = 1\n    el", None),  # `elif` would continue it
+        ("if z:\n        w = 1\n    q = 2\n", "cut"),
+        ("\n\n", None),  # nothing kept
+    ],
+)
+def test_decoding_stops_once_trimmings_block_cuts_are_settled(
+    text: str, reason: str | None
+) -> None:
+    criterion = cut_settled(block_cut(ON_EMPTY_LINE, Policy()))
+    assert criterion(DecodeState([1], text)) == reason
+    assert cut_settled(None)(DecodeState([1], text)) is None

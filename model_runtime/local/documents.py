@@ -37,6 +37,9 @@ DOCUMENTS = 2
 IDLE_PREFILL_CHUNK = 128
 IDLE_CHUNK_MS = 150.0
 MIN_CHUNK, MAX_CHUNK = 16, 256
+# Where even the smallest chunk takes this many times IDLE_CHUNK_MS, idle work stops for good: a
+# keystroke would wait seconds for it (Qwen2.5-Coder-7B on two cores).
+TOO_SLOW = 4
 # A document's cache that still gives this share of its prompt by moving is brought up to an
 # edit, and made exact, only once the document was left alone this long: while the user types,
 # each key would undo that work, and requests move what they need themselves.
@@ -75,6 +78,7 @@ class DocumentCaches:
         self.settle_s = SETTLE_S
         self.chunk = IDLE_PREFILL_CHUNK
         self.chunk_ms: float | None = IDLE_CHUNK_MS  # None: chunks stay as they are
+        self.too_slow = False  # the model is too slow for idle work (see TOO_SLOW)
         self._caches: OrderedDict[str, DocumentCache] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -139,6 +143,9 @@ class DocumentCaches:
         done.
         """
         computed = 0
+        if self.too_slow:
+            return 0
+        cancel = _Halting(cancel, self)
 
         def run(part: Sequence[int], cache: GrowingKv) -> None:
             nonlocal computed
@@ -147,7 +154,10 @@ class DocumentCaches:
             computed += len(part)
             if self.chunk_ms is not None and len(part) == self.chunk:
                 took = (time.perf_counter() - started) * 1000
-                if took > 2 * self.chunk_ms:
+                if took > TOO_SLOW * self.chunk_ms and self.chunk == MIN_CHUNK:
+                    log.info("no more idle work: %d positions took %.0f ms", len(part), took)
+                    self.too_slow = True
+                elif took > 2 * self.chunk_ms:
                     self.chunk = max(MIN_CHUNK, self.chunk // 2)
                 elif took < self.chunk_ms / 2:
                     self.chunk = min(MAX_CHUNK, self.chunk * 2)
@@ -206,6 +216,20 @@ class DocumentCaches:
             held, cache.length = cache.length, document.exact
             run(ids[document.exact : min(document.exact + self.chunk, held)], cache)
             document.exact, cache.length = cache.length, held
+
+
+class _Halting(threading.Event):
+    """A request's cancel that also reads as set once idle work proved too slow."""
+
+    def __init__(self, cancel: threading.Event, caches: DocumentCaches) -> None:
+        super().__init__()
+        self.cancel, self.caches = cancel, caches
+
+    def is_set(self) -> bool:
+        return self.cancel.is_set() or self.caches.too_slow
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.cancel.wait(timeout) or self.caches.too_slow
 
 
 def assemble(

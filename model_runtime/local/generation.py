@@ -40,6 +40,7 @@ from model_runtime.stopping import (
     StopCriterion,
     StopReason,
     cancelled,
+    cut_settled,
     deadline,
     eos,
     fim_end,
@@ -137,6 +138,7 @@ class LocalBackend:
             stop_strings(request.stop_strings),
             *([single_line()] if request.single_line else []),
             suffix_line(request.suffix_line),
+            cut_settled(request.block_cut),
             looping_line(),
             max_tokens(params.max_new_tokens),
         ]
