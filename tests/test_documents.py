@@ -145,3 +145,21 @@ def test_idle_work_stops_for_good_where_the_smallest_chunk_is_far_too_slow(model
     documents.run = lambda ids, cache: (time.sleep(0.05), run(ids, cache))
     assert backend.prefill(_ask(CODE), threading.Event()) == MIN_CHUNK  # one chunk, then no more
     assert documents.too_slow and backend.prefill(_ask(EDITED), threading.Event()) == 0
+
+
+def test_a_document_closed_while_its_idle_work_runs_stays_closed(model: Path) -> None:
+    backend = _backend(model)
+    documents = backend.documents
+    assert documents is not None
+    run = documents.run
+
+    def closing(ids: list[int], cache: object) -> object:
+        backend.forget("doc")  # didClose, from another thread, between two chunks
+        return run(ids, cache)
+
+    documents.run = closing
+    assert backend.prefill(_ask(CODE), threading.Event()) > 0
+    assert documents.get("doc") is None
+    documents.run = run
+    assert backend.prefill(_ask(CODE), threading.Event()) > 0  # reopened: kept again
+    assert documents.get("doc") is not None

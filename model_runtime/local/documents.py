@@ -80,6 +80,7 @@ class DocumentCaches:
         self.chunk_ms: float | None = IDLE_CHUNK_MS  # None: chunks stay as they are
         self.too_slow = False  # the model is too slow for idle work (see TOO_SLOW)
         self._caches: OrderedDict[str, DocumentCache] = OrderedDict()
+        self._forgotten: dict[str, int] = {}  # times each key was forgotten
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -92,10 +93,14 @@ class DocumentCaches:
                 self._caches.move_to_end(key)
             return found
 
-    def keep(self, key: str, document: DocumentCache) -> None:
+    def keep(self, key: str, document: DocumentCache, forgotten: int | None = None) -> None:
+        """Keep `document` for `key`; not when `key` was forgotten since it read `forgotten`
+        (`forgotten_count`): a document closed while its idle work ran stays closed."""
         if not self.size:
             return
         with self._lock:
+            if forgotten is not None and self._forgotten.get(key, 0) != forgotten:
+                return
             self._caches[key] = document
             self._caches.move_to_end(key)
             while len(self._caches) > self.size:
@@ -104,6 +109,11 @@ class DocumentCaches:
     def forget(self, key: str) -> None:
         with self._lock:
             self._caches.pop(key, None)
+            self._forgotten[key] = self._forgotten.get(key, 0) + 1
+
+    def forgotten_count(self, key: str) -> int:
+        with self._lock:
+            return self._forgotten.get(key, 0)
 
     def take(
         self, ids: list[int], key: str, otherwise: int, cancel: threading.Event, chunk: int
@@ -162,6 +172,7 @@ class DocumentCaches:
                 elif took < self.chunk_ms / 2:
                     self.chunk = min(MAX_CHUNK, self.chunk * 2)
 
+        forgotten = self.forgotten_count(key)
         document = self.get(key)
         if document is None:
             document = self._begin(ids, start, run, cancel)
@@ -171,7 +182,7 @@ class DocumentCaches:
             if cancel.wait(self.settle_s):
                 return computed
             document = self._rebuild(document, ids, run, cancel) or document
-        self.keep(key, document)
+        self.keep(key, document, forgotten)
         if document.exact < len(document.ids) and not cancel.wait(self.settle_s):
             self._refine(document, run, cancel)
         return computed
