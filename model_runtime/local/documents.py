@@ -121,7 +121,9 @@ class DocumentCaches:
         """A new cache of `ids` but their last span, built from the document's, when that
         leaves less to compute than `otherwise` positions; with how many positions it took."""
         document = self.get(key)
-        if document is None:
+        # a plan computes the last position and costs SPAN_COST for at least two spans: where
+        # the kept prompt leaves no more than that (a keystroke), it cannot win; skip lining up
+        if document is None or otherwise <= 1 + 2 * SPAN_COST:
             return None
         steps = plan(document.ids, ids)
         log.debug(

@@ -4,13 +4,16 @@ Every step checks the stop criteria, so a cancel or a deadline lands within one 
 first steps of an answer are held to the healed lead (see `model_runtime/healing.py`).
 
 `LocalBackend`, in its order: the tokenizer's helpers (`encode`, `decode`, `_prompt_ids`),
-`generate` (`_prefill` in chunks ending at `chunk_ends`, then `_decode`: `_take` each step's
-tokens into the rows, `_advance` to the next pass), `speed` for `wisp bench --speed`, the idle
-work on kept caches (`prefill`, `forget`), `_check_draft` (a draft checked in one pass, for
-`_decode`), `continuation_logprobs` and `_fit` for ranking, then the helpers of the loop
-(`_forward`, the healing constraints `_held_to_lead` and `_allowed_ids`, `_keep_prompt`,
-`_choose` for sampling, `_visible`/`_append`/`_candidate` for text). Last, outside the class,
-`chunk_ends` (where a prompt's prefill chunks end) and `_Rows` (the candidates decoded together).
+`generate` (`_prefill` in chunks ending at `chunk_ends`, from where `_reuse` starts it: the
+kept prompt's cache or a copy from the document's, see `documents.py`; `_run` appends
+positions; then `_decode`: `_take` each step's tokens into the rows, `_advance` to the next
+pass), the idle work on kept caches (`prefill`: the document's cache, or `_prefill_prompt`
+through transformers' forward), `speed` for `wisp bench --speed`, `forget`, `_check_draft`
+(a draft checked in one pass, for `_decode`), `continuation_logprobs` and `_fit` for ranking,
+then the helpers of the loop (`_forward`, the healing constraints `_held_to_lead` and
+`_allowed_ids`, `_keep_prompt`, `_choose` for sampling, `_visible`/`_append`/`_candidate` for
+text). Last, outside the class, `chunk_ends` (where a prompt's prefill chunks end) and `_Rows`
+(the candidates decoded together).
 """
 
 from __future__ import annotations
