@@ -18,6 +18,8 @@ IMPORT_NOISE = ("torchao", "torch.utils._pytree")
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("lsp_server.commands.serve", "run the language server (stdio by default)"),
     "complete": ("lsp_server.commands.complete", "complete one file at one position"),
+    "models": ("lsp_server.commands.models", "list the models on this machine and to download"),
+    "pull": ("lsp_server.commands.pull", "download a known-good completion model"),
     "train": ("model_runtime.training.command", "train a fill-in-the-middle code model"),
     "eval": ("model_runtime.evaluation.command", "evaluate completions on FIM benchmarks"),
     "bench": ("lsp_server.commands.bench", "replay typing through the server; latency figures"),

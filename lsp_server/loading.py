@@ -12,7 +12,7 @@ from typing import TypeVar
 from lsp_server.settings import Settings
 from model_runtime.backend import Backend
 from model_runtime.engine import CompletionEngine
-from model_runtime.model_source import resolve_model
+from model_runtime.models.names import resolve
 
 
 def load_engine(
@@ -26,9 +26,11 @@ def load_engine(
         return CompletionEngine(_remote(settings), settings.engine_options())
     from model_runtime.local import LoadOptions, load_backend
 
+    model = resolve(settings.model)
     backend = load_backend(
         LoadOptions(
-            source=resolve_model(settings.model),
+            source=model.source,
+            name=model.name,
             device=settings.device,
             quantization=settings.quantization,
             threads=settings.threads,

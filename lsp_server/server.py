@@ -26,6 +26,7 @@ from lsp_server.stats import Stats
 from model_runtime.backend import BackendUnavailable, ModelLoadError, first_line
 from model_runtime.crossfile import RecentEdits
 from model_runtime.engine import CompletionEngine
+from model_runtime.models.names import BUNDLED_NAME
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class WispServer(LanguageServer):
         self.settings_raw: Any = None  # initializationOptions, applied once initialized
         self.engine: CompletionEngine | None = None
         self.model_state: ModelState = "idle"
+        self.model_name = ""  # the model loaded, or loading: named in every status
         self.scheduler = Scheduler()
         self.stats = Stats()
         self.recent_edits = RecentEdits()  # from didChange, for the context beyond a document
@@ -101,7 +103,8 @@ class WispServer(LanguageServer):
 
     def publish_status(self, state: ModelState, message: str) -> None:
         self.model_state = state
-        self.protocol.notify(STATUS_NOTIFICATION, {"state": state, "message": message})
+        status = {"state": state, "message": message, "model": self.model_name}
+        self.protocol.notify(STATUS_NOTIFICATION, status)
 
     def note_fault(self, exc: BaseException) -> None:
         """A completion failed or hung: logged, shown on `wisp/status`; the next one tries again."""
@@ -139,8 +142,9 @@ class WispServer(LanguageServer):
         from lsp_server.loading import in_own_thread, load_engine
 
         self.engine = None
-        progress = await self._begin_progress("Loading model")
-        self.publish_status("loading", "loading the completion model")
+        self.model_name = _model_name(settings)
+        progress = await self.begin_progress("Loading model")
+        self.publish_status("loading", f"loading {self.model_name}")
         loop = asyncio.get_running_loop()
 
         def report(message: str, percent: int) -> None:  # from the loading thread
@@ -153,19 +157,24 @@ class WispServer(LanguageServer):
             self.publish_status("error", str(exc))
             return
         finally:
-            self._end_progress(progress)
+            self.end_progress(progress)
         self.engine = engine
+        self.model_name = engine.backend.name
         self.publish_status("ready", f"model {engine.backend.name} ready")
 
     def _report_loading(self, token: str | None, message: str, percent: int) -> None:
         """Slow first-time work (converting a GGUF file): on the progress bar and the status."""
+        self.report_progress(token, message, percent)
+        self.publish_status("loading", message)
+
+    def report_progress(self, token: str | None, message: str, percent: int) -> None:
         if token is not None:
             self.work_done_progress.report(
                 token, types.WorkDoneProgressReport(message=message, percentage=percent)
             )
-        self.publish_status("loading", message)
 
-    async def _begin_progress(self, title: str) -> str | None:
+    async def begin_progress(self, title: str) -> str | None:
+        """A progress bar in the editor (None when the client shows none)."""
         caps = self.client_capabilities.window
         if caps is None or not caps.work_done_progress:
             return None
@@ -178,6 +187,13 @@ class WispServer(LanguageServer):
         self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=f"wisp: {title}"))
         return token
 
-    def _end_progress(self, token: str | None) -> None:
+    def end_progress(self, token: str | None) -> None:
         if token is not None:
             self.work_done_progress.end(token, types.WorkDoneProgressEnd(message="done"))
+
+
+def _model_name(settings: Settings) -> str:
+    """The model `settings` name, before it is loaded (a loaded backend names itself)."""
+    if settings.backend != "local":
+        return settings.remote_model or f"the model at {settings.endpoint or settings.backend}"
+    return settings.model or BUNDLED_NAME

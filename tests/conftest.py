@@ -31,6 +31,6 @@ def smollm2_tokenizer():
     """The bundled SmolLM2 GGUF's tokenizer, built from its metadata as the loader builds it."""
     from model_runtime.local.gguf_file import GgufFile
     from model_runtime.local.gguf_tokenizer import build_tokenizer
-    from model_runtime.model_source import BUNDLED_MODEL
+    from model_runtime.models.names import BUNDLED_MODEL
 
     return build_tokenizer(GgufFile(BUNDLED_MODEL).metadata)

@@ -24,7 +24,8 @@ class Session:
 
         @client.feature("wisp/status")
         def on_status(params: Any) -> None:
-            self.statuses.append({"state": params.state, "message": params.message})
+            model = getattr(params, "model", None)
+            self.statuses.append({"state": params.state, "message": params.message, "model": model})
             self._changed.set()
 
     async def wait_state(self, *states: str, timeout: float = 120) -> dict[str, Any]:

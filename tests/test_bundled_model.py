@@ -15,11 +15,12 @@ from lsprotocol import types
 
 from model_runtime.engine import CompletionEngine, CompletionRequest, EngineOptions
 from model_runtime.local import LoadOptions, LocalBackend, load_backend
-from model_runtime.model_source import (
+from model_runtime.models.names import (
     BUNDLED_MODEL,
     BUNDLED_MODEL_DIR,
+    BUNDLED_NAME,
     bundled_model,
-    resolve_model,
+    resolve,
 )
 
 CODE = "import os\n\n\ndef read_lines(path):\n    with open(path) as handle:\n        return \n"
@@ -28,7 +29,7 @@ SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 def test_bundled_model_is_the_default() -> None:
     assert bundled_model() == BUNDLED_MODEL
-    assert resolve_model(None) == str(BUNDLED_MODEL)
+    assert resolve(None).source == str(BUNDLED_MODEL)
 
 
 def test_bundled_model_is_the_published_file_with_license_and_card() -> None:
@@ -121,7 +122,7 @@ async def test_server_serves_the_bundled_model_by_default() -> None:
     session, _ = await start({})
     status = await session.wait_state("ready", "error")
     assert status["state"] == "ready", status
-    assert "bundled_model" in status["message"]
+    assert status["model"] == BUNDLED_NAME
     uri = "file:///work/files.py"
     session.open(uri, CODE)
     inline = await session.inline(uri, 5, 15)

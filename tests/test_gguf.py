@@ -11,8 +11,9 @@ from lsp_session import start, stop
 
 from model_runtime.backend import ModelLoadError
 from model_runtime.local import LoadOptions, load_backend, loading
-from model_runtime.local.gguf_file import GgufFile, check_header, file_identity, find_gguf
-from model_runtime.model_source import BUNDLED_MODEL
+from model_runtime.local.gguf_file import GgufFile
+from model_runtime.models.gguf_header import check_header, file_identity, find_gguf
+from model_runtime.models.names import BUNDLED_MODEL
 
 
 def _gguf(path: Path, body: bytes = b"", version: int = 3) -> Path:

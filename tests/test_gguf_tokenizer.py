@@ -30,7 +30,7 @@ from transformers import __version__ as transformers_version
 
 from model_runtime.backend import ModelLoadError
 from model_runtime.local.gguf_tokenizer import build_tokenizer, load_tokenizer
-from model_runtime.model_source import BUNDLED_MODEL
+from model_runtime.models.names import BUNDLED_MODEL
 
 TEXTS = [
     "",

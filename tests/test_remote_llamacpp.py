@@ -24,7 +24,7 @@ from lsp_server.bench import against
 from lsp_server.bench.against import free_port
 from model_runtime.backend import BackendUnavailable, GenerationRequest, SamplingParams
 from model_runtime.engine import CompletionEngine, CompletionRequest, EngineOptions
-from model_runtime.model_source import BUNDLED_MODEL
+from model_runtime.models.names import BUNDLED_MODEL
 from model_runtime.remote import RemoteBackend, RemoteOptions, load_remote
 from tests.raw_client import RawClient
 

@@ -4,7 +4,8 @@ extension host) in headless Chromium, driven by Playwright; the extension spawns
 Needs what `.ci/install-code-server` installs (code-server on Node 24 in the wisp-ci cache,
 Debian's chromium, Playwright); skipped without it. Screenshots are kept in each test's tmp_path;
 `WISP_SCREENSHOT=docs/vscode-ghost-text.png pytest tests/test_vscode_e2e.py` refreshes the
-README's picture (the bundled model's ghost text).
+README's picture (the bundled model's ghost text), and
+`WISP_MODELS_SCREENSHOT=docs/vscode-choose-model.png` the quick pick in docs/models.md.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from model_stores import ollama_store
 from node_packages import NODE, NPM, npm_ci
+from tiny_gguf import write_tiny_gguf
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -159,10 +162,14 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 @contextlib.contextmanager
 def code_server(
-    extensions: Path, root: Path, workspace: Path, settings: dict[str, Any]
+    extensions: Path,
+    root: Path,
+    workspace: Path,
+    settings: dict[str, Any],
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """code-server on a free loopback port with these settings; yields the URL that opens
-    `workspace`.
+    """code-server on a free loopback port with these settings and `env` added to its
+    environment (which `wisp serve` inherits); yields the URL that opens `workspace`.
 
     code-server's window is a remote one: its user settings (User/settings.json) are the
     browser side's, and VS Code ignores `machine` and `machine-overridable` settings there
@@ -188,7 +195,7 @@ def code_server(
              "--disable-workspace-trust", "--disable-getting-started-override",
              "--user-data-dir", str(data), "--extensions-dir", str(extensions)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=_quiet_env(root, "XDG_DATA_HOME"), start_new_session=True,
+            env={**_quiet_env(root, "XDG_DATA_HOME"), **(env or {})}, start_new_session=True,
         )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
@@ -252,6 +259,29 @@ class Workbench:
         box.fill(f">{title}")
         self.page.locator(".quick-input-list .monaco-list-row", has_text=title).first.wait_for()
         self.page.keyboard.press("Enter")
+
+    def pick(self, text: str) -> list[str]:
+        """Pick the row of the open quick pick that shows `text`; returns every visible row's
+        text, as it was before the pick."""
+        rows = self.page.locator(".quick-input-list .monaco-list-row")
+        row = rows.filter(has_text=text).first
+        row.wait_for()
+        shown = [" ".join(row.split()) for row in rows.all_inner_texts()]
+        row.click()
+        return shown
+
+    def wait_model(self, name: str) -> None:
+        """Until the status bar item names model `name`, ready (its sparkle)."""
+        item = self.page.locator(STATUS_ITEM)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            text = item.inner_text().strip()
+            if name in text and item.locator(".codicon-sparkle").count():
+                return
+            label = item.get_attribute("aria-label")
+            assert not (label and label.startswith("error")), f"wisp status: {label}"
+            assert time.monotonic() < deadline, f"the status bar did not name {name}: {text!r}"
+            time.sleep(0.3)
 
     def open_file(self, name: str) -> None:
         """Open a workspace file with Quick Open and put the cursor in it."""
@@ -436,3 +466,38 @@ def test_block_after_enter_keeps_vscode_indentation(extensions_dir: Path, tmp_pa
             print(f"saved: {lines!r}")
             assert lines[0] == "def add(a, b):"
             assert re.match(r" {4}\S", lines[1]), f"line 2 must be indented by 4: {lines[1]!r}"
+
+
+def test_choose_model_switches_the_served_model(extensions_dir: Path, tmp_path: Path) -> None:
+    """wisp: Choose Model lists an Ollama model; picking it writes `wisp.model` (in the remote
+    settings, as in any remote window) and the server loads it: the status bar names it, with
+    no restart of the editor."""
+    workspace, _, server_log = _workspace(tmp_path)
+    tiny = write_tiny_gguf(tmp_path / "tiny.gguf")
+    env = {
+        "OLLAMA_MODELS": str(ollama_store(tmp_path / "ollama", {"tiny:latest": tiny})),
+        "HF_HUB_CACHE": str(tmp_path / "hf-cache"),  # none of this machine's downloads listed
+    }
+    with (
+        code_server(extensions_dir, tmp_path, workspace, _settings(server_log), env) as url,
+        browser_page(tmp_path) as page,
+    ):
+        window = Workbench(page, tmp_path, server_log)
+        with window.on_failure():
+            window.open(url)
+            window.wait_model("(bundled)")
+            window.run_command("wisp: Choose Model")
+            tiny_row = page.locator(".quick-input-list .monaco-list-row", has_text="tiny:latest")
+            tiny_row.first.wait_for()
+            shot = os.environ.get("WISP_MODELS_SCREENSHOT") or tmp_path / "choose-model.png"
+            print(f"screenshot: {window.screenshot(Path(shot))}")
+            rows = window.pick("ollama:tiny:latest")
+            print("quick pick:", *rows, sep="\n  ")
+            assert any("bundled model" in row and "no FIM" in row for row in rows)
+            tiny_facts = re.compile(r"ollama:tiny:latest\s*ollama · \d+ MB · qwen2 · Q8_0")
+            assert any(tiny_facts.search(row) for row in rows)
+            assert any("qwen2.5-coder-1.5b-q8_0" in row and "about 1.6 GB" in row for row in rows)
+            window.wait_model("wisp: ollama:tiny:latest")
+            print(f"screenshot: {window.screenshot(tmp_path / 'model-chosen.png')}")
+    machine = json.loads((tmp_path / "user-data" / "Machine" / "settings.json").read_text())
+    assert machine["wisp.model"] == "ollama:tiny:latest"

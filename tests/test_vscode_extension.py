@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from node_packages import NODE, NPM, npm_ci
 
+from lsp_server.features import create_server
 from lsp_server.settings import VALIDATORS, Settings, camel
 
 EXTENSION = Path(__file__).resolve().parents[1] / "editor_configs" / "vscode"
@@ -59,10 +60,12 @@ def _snake_name(key: str) -> str:
 
 def test_commands_and_entry_point() -> None:
     commands = {c["command"] for c in MANIFEST["contributes"]["commands"]}
-    assert commands == {"wisp.restart", "wisp.showStats"}
-    # The server's own commands are registered by the language client; the same ids here
-    # would clash with them.
-    assert not commands & {"wisp.didAccept", "wisp.stats"}
+    assert commands == {"wisp.restart", "wisp.showStats", "wisp.chooseModel"}
+    # The language client registers each command the server advertises (executeCommandProvider)
+    # under the same id: one of the extension's own with that id would clash with it.
+    server_commands = set(create_server().protocol.fm.commands)
+    assert {"wisp.didAccept", "wisp.stats", "wisp.models", "wisp.pull"} <= server_commands
+    assert not commands & server_commands
     assert (EXTENSION / MANIFEST["main"]).is_file()
     assert MANIFEST["devDependencies"]["@types/vscode"] in MANIFEST["engines"]["vscode"]
 

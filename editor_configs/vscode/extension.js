@@ -1,7 +1,8 @@
 // @ts-check
 /**
  * wisp for VS Code: starts `wisp serve`, turns its suggestions into inline completions (ghost
- * text), passes the `wisp.*` settings on, and shows the server's state in the status bar.
+ * text), passes the `wisp.*` settings on, shows the server's state and model in the status bar,
+ * and lets the user choose the model from what the server finds on this machine.
  */
 "use strict";
 
@@ -16,7 +17,28 @@ const SERVER_KEYS = Object.keys(manifest.contributes.configuration.properties)
   .map((key) => key.slice("wisp.".length).split(".")[0])
   .filter((key, index, keys) => !CLIENT_ONLY.has(key) && keys.indexOf(key) === index);
 
-/** @typedef {{ state: "loading" | "ready" | "error", message: string }} Status */
+/** @typedef {{ state: "loading" | "ready" | "error", message: string, model?: string }} Status */
+/**
+ * A model on this machine, as the server's `wisp.models` command lists it.
+ * @typedef {{ name: string | null, source: string, path: string, architecture: string,
+ *   types: string[], sizeBytes: number, fim: boolean, note: string }} LocalModel
+ */
+/**
+ * A model the server can download (`wisp.pull`).
+ * @typedef {{ name: string, repo: string, sizeBytes: number, note: string, pulled: boolean }}
+ *   PullableModel
+ */
+/**
+ * What `wisp.models` answers; `current` is the `model` setting.
+ * @typedef {{ current: string | null, models: LocalModel[], pullable: PullableModel[] }} ModelList
+ */
+/**
+ * A row of the Choose Model pick: a local model's setting, or a model to download first.
+ * @typedef {vscode.QuickPickItem & { setting?: string | null, pull?: string }} ModelItem
+ */
+
+/** Longest model name the status bar shows; longer ones keep their start and end. */
+const STATUS_NAME_LENGTH = 32;
 
 /** @type {LanguageClient | undefined} */
 let client;
@@ -36,16 +58,30 @@ function serverSettings() {
   return settings;
 }
 
-/** @param {string} icon @param {string} tooltip */
-function showStatus(icon, tooltip) {
-  statusItem.text = `$(${icon}) wisp`;
+/**
+ * `model` short enough for the status bar: a path's last part, a long name's ends.
+ * @param {string} model
+ */
+function statusName(model) {
+  const path = /^[/~.]|^[A-Za-z]:[/\\]/.test(model);
+  const name = (path && model.split(/[/\\]/).pop()) || model;
+  if (name.length <= STATUS_NAME_LENGTH) {
+    return name;
+  }
+  const tail = Math.floor(STATUS_NAME_LENGTH / 3);
+  return `${name.slice(0, STATUS_NAME_LENGTH - tail - 1)}…${name.slice(-tail)}`;
+}
+
+/** @param {string} icon @param {string} tooltip @param {string} [model] */
+function showStatus(icon, tooltip, model) {
+  statusItem.text = model ? `$(${icon}) wisp: ${statusName(model)}` : `$(${icon}) wisp`;
   statusItem.tooltip = `${tooltip}\nClick for completion stats.`;
 }
 
 /** @param {Status} status */
 function onStatus(status) {
   const icons = { loading: "loading~spin", ready: "sparkle", error: "error" };
-  showStatus(icons[status.state] ?? "question", `wisp: ${status.message}`);
+  showStatus(icons[status.state] ?? "question", `wisp: ${status.message}`, status.model);
 }
 
 /**
@@ -128,17 +164,136 @@ async function restart() {
   await startClient();
 }
 
+/** The client if the server runs; else says so and returns undefined. */
+function runningClient() {
+  if (client?.isRunning()) {
+    return client;
+  }
+  vscode.window.showWarningMessage("wisp: the server is not running.");
+  return undefined;
+}
+
 async function showStats() {
-  if (!client?.isRunning()) {
-    vscode.window.showWarningMessage("wisp: the server is not running.");
+  const running = runningClient();
+  if (!running) {
     return;
   }
-  const stats = await client.sendRequest("wisp/stats", {});
+  const stats = await running.sendRequest("wisp/stats", {});
   const document = await vscode.workspace.openTextDocument({
     language: "json",
     content: `${JSON.stringify(stats, null, 2)}\n`,
   });
   await vscode.window.showTextDocument(document, { preview: true });
+}
+
+/**
+ * Run one of the server's `workspace/executeCommand` commands.
+ * @param {LanguageClient} running @param {string} command @param {...unknown} args
+ * @returns {Promise<any>}
+ */
+function executeServerCommand(running, command, ...args) {
+  return running.sendRequest("workspace/executeCommand", { command, arguments: args });
+}
+
+/** @param {number} bytes */
+function formatSize(bytes) {
+  if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(1)} GB`;
+  if (bytes >= 1e6) return `${Math.round(bytes / 1e6)} MB`;
+  return `${Math.max(1, Math.round(bytes / 1e3))} kB`;
+}
+
+/** @param {unknown} error */
+function errorText(error) {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * The pick's rows: this machine's models (the current one checked), then the downloadable
+ * ones not downloaded yet.
+ * @param {ModelList} list
+ * @returns {ModelItem[]}
+ */
+function modelItems(list) {
+  /** @type {ModelItem[]} */
+  const items = [{ label: "On this machine", kind: vscode.QuickPickItemKind.Separator }];
+  for (const model of list.models) {
+    const current = model.name === (list.current || null);
+    const facts = [model.source, formatSize(model.sizeBytes), model.architecture];
+    facts.push(model.types.join(", "), model.fim ? "" : "no FIM");
+    items.push({
+      label: `${current ? "$(check) " : ""}${model.name ?? "bundled model"}`,
+      description: facts.filter(Boolean).join(" · "),
+      detail: [model.note, model.path].filter(Boolean).join(" — "),
+      setting: model.name,
+    });
+  }
+  const downloads = list.pullable.filter((model) => !model.pulled);
+  if (downloads.length) {
+    items.push({ label: "Download", kind: vscode.QuickPickItemKind.Separator });
+  }
+  for (const model of downloads) {
+    items.push({
+      label: `$(cloud-download) ${model.name}`,
+      description: `about ${formatSize(model.sizeBytes)} · ${model.repo}`,
+      detail: model.note,
+      pull: model.name,
+    });
+  }
+  return items;
+}
+
+/**
+ * Download `name` with the server's `wisp.pull`; the server reports how far on its own progress.
+ * @param {LanguageClient} running @param {string} name
+ * @returns {Promise<boolean>} whether it worked (a failure is shown)
+ */
+async function pull(running, name) {
+  const title = `wisp: downloading ${name}`;
+  const where = { location: vscode.ProgressLocation.Notification, title };
+  try {
+    await vscode.window.withProgress(where, () => executeServerCommand(running, "wisp.pull", name));
+    return true;
+  } catch (error) {
+    output.error(`wisp.pull ${name} failed: ${errorText(error)}`);
+    vscode.window.showErrorMessage(`wisp: downloading ${name} failed: ${errorText(error)}`);
+    return false;
+  }
+}
+
+/**
+ * wisp: Choose Model. Writing `wisp.model` is all it takes: the change reaches the server as
+ * `workspace/didChangeConfiguration`, which reloads the model.
+ */
+async function chooseModel() {
+  const running = runningClient();
+  if (!running) {
+    return;
+  }
+  /** @type {Promise<ModelItem[]>} */
+  const items = executeServerCommand(running, "wisp.models").then(modelItems);
+  /** @type {ModelItem | undefined} */
+  let picked;
+  try {
+    picked = await vscode.window.showQuickPick(items, {
+      title: "wisp: Choose Model",
+      placeHolder: "The model for completions (wisp.model)",
+      matchOnDescription: true,
+      matchOnDetail: true,
+    });
+  } catch (error) {
+    vscode.window.showErrorMessage(`wisp: could not list the models: ${errorText(error)}`);
+    return;
+  }
+  if (!picked || (picked.pull && !(await pull(running, picked.pull)))) {
+    return;
+  }
+  const config = vscode.workspace.getConfiguration("wisp");
+  // A workspace's own `wisp.model` would hide a change to the user's.
+  const target =
+    config.inspect("model")?.workspaceValue === undefined
+      ? vscode.ConfigurationTarget.Global
+      : vscode.ConfigurationTarget.Workspace;
+  await config.update("model", picked.pull ?? picked.setting ?? null, target);
 }
 
 /** @param {vscode.ConfigurationChangeEvent} event */
@@ -164,6 +319,7 @@ async function activate(context) {
     statusItem,
     vscode.commands.registerCommand("wisp.restart", restart),
     vscode.commands.registerCommand("wisp.showStats", showStats),
+    vscode.commands.registerCommand("wisp.chooseModel", chooseModel),
     vscode.workspace.onDidChangeConfiguration(onConfigurationChange),
   );
   await startClient();

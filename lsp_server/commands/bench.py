@@ -23,7 +23,7 @@ def replay_arguments(parser: argparse.ArgumentParser, pause_scale: float) -> Non
         "--file", type=Path, default=DEFAULT_FILE, help="source file to type (default: wisp's own)"
     )
     parser.add_argument(
-        "--model", help="model folder, GGUF file or hub id (default: the bundled model)"
+        "--model", help="name from `wisp models`, GGUF file, folder or hub id (default: bundled)"
     )
     parser.add_argument("--settings", help="JSON object of wisp settings, as an editor sends them")
     parser.add_argument("--documents", type=int, default=4, help="documents opened (cold starts)")
@@ -114,7 +114,7 @@ def _speed(args: argparse.Namespace, settings: Settings, runs: int = 3) -> int:
     from lsp_server.bench.speed import llama_speed, speed_line, wisp_speed
     from lsp_server.loading import load_engine
     from model_runtime.backend import ModelLoadError
-    from model_runtime.model_source import resolve_model
+    from model_runtime.models.names import resolve
 
     if settings.backend != "local":
         print("wisp: --speed measures the local runtime: leave `backend` unset", file=sys.stderr)
@@ -126,7 +126,7 @@ def _speed(args: argparse.Namespace, settings: Settings, runs: int = 3) -> int:
         figures = {"wisp": wisp_speed(backend, args.file.read_text("utf-8"), tokens, steps, runs)}
         print(speed_line("wisp", figures["wisp"]))
         if args.against:
-            gguf = Path(resolve_model(settings.model))
+            gguf = Path(resolve(settings.model).source)
             python = against.llama_python(args.llama_python)
             llama = llama_speed(python, gguf, args.file, tokens, steps, runs, threads)
             figures["llama.cpp"] = llama
@@ -203,11 +203,11 @@ def _against(
     """The same replay through llama.cpp's server: both summaries side by side, its samples."""
     from lsp_server.bench import against
     from lsp_server.settings import parse_settings
-    from model_runtime.model_source import resolve_model
+    from model_runtime.models.names import resolve
 
     if settings.backend != "local":
         raise against.AgainstError("--against compares the local runtime: leave `backend` unset")
-    gguf = Path(resolve_model(settings.model))
+    gguf = Path(resolve(settings.model).source)
     if gguf.suffix.lower() != ".gguf" or not gguf.is_file():
         raise against.AgainstError(f"--against needs the model as a GGUF file, not {gguf}")
     python = against.llama_python(args.llama_python)

@@ -19,7 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print items and timings as JSON")
     parser.add_argument(
-        "--model", help="model folder, GGUF file or hub id (default: the bundled model)"
+        "--model", help="name from `wisp models`, GGUF file, folder or hub id (default: bundled)"
     )
     parser.add_argument("--settings", help="JSON object of wisp settings, as an editor sends them")
 

@@ -73,7 +73,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "result cache bypassed: the warm p50 and the prompt tokens reused",
     )
     parser.add_argument(
-        "--model", help="model folder, GGUF file or hub id (default: the bundled model)"
+        "--model", help="name from `wisp models`, GGUF file, folder or hub id (default: bundled)"
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument(
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from model_runtime.evaluation.datasets import load_tasks
     from model_runtime.evaluation.report import format_summary, summarize
     from model_runtime.evaluation.runner import engine_completer, evaluate
-    from model_runtime.model_source import resolve_model
+    from model_runtime.models.names import resolve
 
     try:
         tasks = load_tasks(
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wisp: {args.path} holds no {args.dataset} tasks", file=sys.stderr)
         return 2
     try:
-        model = resolve_model(args.model)
+        model = resolve(args.model).source
         backend = _load_backend(model, args.device, args.quantization)
     except ModelLoadError as exc:
         print(f"wisp: cannot load the model: {exc}", file=sys.stderr)

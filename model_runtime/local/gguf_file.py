@@ -2,51 +2,21 @@
 
 Nothing is converted or copied: a tensor is a byte view of the mapped file, handed to the
 kernels as it is stored (see `blocks`). Pages are read from disk as the kernels first touch
-them and stay shared with the page cache. The layout is GGUF versions 2 and 3: a header, the
-key/value metadata, the tensor descriptions, then the aligned tensor data.
+them and stay shared with the page cache. The header is read by `models.gguf_header`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import struct
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from model_runtime.backend import ModelLoadError
-
-GGUF_MAGIC = b"GGUF"
-DEFAULT_ALIGNMENT = 32
-_SAMPLE_BYTES = 1 << 20
-
-# Metadata value types: number -> struct format (strings, arrays and bools apart).
-_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 10: "Q", 11: "q", 12: "d"}
-_STRING, _ARRAY, _BOOL = 8, 9, 7
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """Where one tensor's blocks lie in the file, and their shape in torch's order."""
-
-    name: str
-    type: int
-    shape: tuple[int, ...]  # [rows, columns] for a matrix: the file lists them innermost first
-    offset: int  # from the start of the file
-    nbytes: int
-
-    @property
-    def type_name(self) -> str:
-        try:
-            return GGMLQuantizationType(self.type).name
-        except ValueError:
-            return f"type {self.type}"
+from model_runtime.models.gguf_header import read_header
 
 
 class GgufFile:
@@ -59,7 +29,7 @@ class GgufFile:
                 # A private mapping: tensors are views torch may treat as writable; nothing
                 # writes to them, so every page stays the page cache's own.
                 self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-            self.metadata, self.tensors = _read_header(self._map, path)
+            self.metadata, self.tensors = read_header(self._map, path)
         except (OSError, struct.error, UnicodeDecodeError, ValueError) as exc:
             raise ModelLoadError(f"cannot read the GGUF file {path}: {exc}") from exc
         for info in self.tensors.values():
@@ -88,115 +58,3 @@ class GgufFile:
     @property
     def nbytes(self) -> int:
         return len(self._map)
-
-
-def check_header(path: Path) -> None:
-    """Raise ModelLoadError unless `path` starts like a GGUF file of a version we read."""
-    with path.open("rb") as handle:
-        head = handle.read(8)
-    if len(head) < 8 or head[:4] != GGUF_MAGIC:
-        raise ModelLoadError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
-    (version,) = struct.unpack("<I", head[4:])
-    if version not in (2, 3):
-        raise ModelLoadError(f"{path} is GGUF version {version}; versions 2 and 3 are read")
-
-
-def find_gguf(source: Path) -> Path | None:
-    """The GGUF file `source` names: the file itself, or the one a folder without config holds."""
-    if source.is_file():
-        return source if source.suffix.lower() == ".gguf" else None
-    if not source.is_dir() or (source / "config.json").is_file():
-        return None
-    files = sorted(source.glob("*.gguf"))
-    return files[0] if files else None
-
-
-def _read_header(data: mmap.mmap, path: Path) -> tuple[dict[str, Any], dict[str, TensorInfo]]:
-    reader = _Reader(data)
-    if reader.take(4) != GGUF_MAGIC:
-        raise ModelLoadError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
-    version = reader.scalar("<I")
-    if version not in (2, 3):
-        raise ModelLoadError(f"{path} is GGUF version {version}; versions 2 and 3 are read")
-    count, pairs = reader.scalar("<Q"), reader.scalar("<Q")
-    metadata = {}
-    for _ in range(pairs):
-        key = reader.string()
-        metadata[key] = reader.value(reader.scalar("<I"))
-    infos = []
-    for _ in range(count):
-        name = reader.string()
-        dims = [reader.scalar("<Q") for _ in range(reader.scalar("<I"))]
-        kind, offset = reader.scalar("<I"), reader.scalar("<Q")
-        infos.append((name, dims, kind, offset))
-    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
-    start = -(-reader.at // alignment) * alignment
-    tensors = {}
-    for name, dims, kind, offset in infos:
-        block, size = GGML_QUANT_SIZES.get(kind, (1, 0))  # an unknown type: refused by the kernels
-        weights = int(np.prod(dims)) if dims else 1
-        shape = tuple(reversed(dims))
-        tensors[name] = TensorInfo(name, kind, shape, start + offset, weights // block * size)
-    return metadata, tensors
-
-
-class _Reader:
-    """Little-endian values from the mapped file, one after another."""
-
-    def __init__(self, data: mmap.mmap) -> None:
-        self.data, self.at = data, 0
-
-    def take(self, size: int) -> bytes:
-        if self.at + size > len(self.data):
-            raise ValueError("the header ends early")
-        piece = self.data[self.at : self.at + size]
-        self.at += size
-        return piece
-
-    def scalar(self, form: str) -> Any:
-        value = struct.unpack_from(form, self.data, self.at)[0]
-        self.at += struct.calcsize(form)
-        return value
-
-    def string(self) -> str:
-        return self.take(self.scalar("<Q")).decode("utf-8", errors="replace")
-
-    def value(self, kind: int) -> Any:
-        if kind in _SCALARS:
-            return self.scalar("<" + _SCALARS[kind])
-        if kind == _BOOL:
-            return bool(self.scalar("<B"))
-        if kind == _STRING:
-            return self.string()
-        if kind != _ARRAY:
-            raise ValueError(f"unknown metadata type {kind}")
-        item, count = self.scalar("<I"), self.scalar("<Q")
-        if item in _SCALARS:  # numbers in one piece
-            form = np.dtype("<" + _SCALARS[item])
-            return np.frombuffer(self.take(count * form.itemsize), dtype=form).tolist()
-        if item == _STRING:  # vocabularies: a tight loop
-            return self._strings(count)
-        return [self.value(item) for _ in range(count)]
-
-    def _strings(self, count: int) -> list[str]:
-        data, at, unpack, out = self.data, self.at, struct.unpack_from, []
-        for _ in range(count):
-            (size,) = unpack("<Q", data, at)
-            out.append(data[at + 8 : at + 8 + size].decode("utf-8", errors="replace"))
-            at += 8 + size
-        if at > len(data):
-            raise ValueError("the header ends early")
-        self.at = at
-        return out
-
-
-def file_identity(path: Path) -> str:
-    """A short hash of the file's size and its first and last megabyte: what is built once
-    from a file (its tokenizer) is kept under this name."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with path.open("rb") as handle:
-        digest.update(handle.read(_SAMPLE_BYTES))
-        handle.seek(max(0, size - _SAMPLE_BYTES))
-        digest.update(handle.read(_SAMPLE_BYTES))
-    return digest.hexdigest()[:16]

@@ -24,7 +24,7 @@ from model_runtime.local.blocks import KINDS, KernelError
 from model_runtime.local.cache_folder import cache_root
 from model_runtime.local.decoder import Decoder, unsupported
 from model_runtime.local.generation import LocalBackend
-from model_runtime.local.gguf_file import GgufFile, check_header, file_identity, find_gguf
+from model_runtime.local.gguf_file import GgufFile
 from model_runtime.local.gguf_tokenizer import build_tokenizer, load_tokenizer
 from model_runtime.local.probes import (
     agrees_with,
@@ -34,6 +34,7 @@ from model_runtime.local.probes import (
     round_to_packing,
     unpackable,
 )
+from model_runtime.models.gguf_header import check_header, file_identity, find_gguf
 from model_runtime.templates import FimTemplate, detect_template, get_template
 
 if TYPE_CHECKING:  # importing them costs ~100 MB and seconds: a GGUF file never needs them
@@ -47,6 +48,7 @@ class LoadOptions:
     """Where the model comes from and how to run it."""
 
     source: str
+    name: str = ""  # what to call the model (the setting that named it); "": the source
     device: str = "auto"  # auto | cpu | cuda
     quantization: str = "auto"  # auto | none | bf16 | q4 | q8 | int8 | int4
     threads: int = 0  # CPU threads per matmul; 0: torch's default
@@ -212,7 +214,7 @@ def _backend(
     healing = TokenTable(tuple(vocab_bytes(tokenizer.get_vocab(), specials)))
     log.info("loaded %s on %s (template %s)", options.source, device, template.name)
     return LocalBackend(
-        options.source,
+        options.name or options.source,
         model,
         tokenizer,
         template,

@@ -8,26 +8,11 @@
 
 local out = { errors = {}, statuses = {}, messages = {}, steps = {} }
 
-local function env(name)
-  local value = os.getenv(name)
-  if not value then
-    error("environment variable " .. name .. " is not set")
-  end
-  return value
-end
 
 local driver = dofile(vim.fn.fnamemodify(debug.getinfo(1, "S").source:sub(2), ":h") .. "/driver.lua")
-local wait_for = driver.wait_for
+local wait_for, env, wisp_client = driver.wait_for, driver.env, driver.wisp_client
 local finish -- writes the report and quits
 
-local function wisp_client(bufnr)
-  local clients = (vim.lsp.get_clients or vim.lsp.get_active_clients)()
-  for _, client in pairs(clients) do
-    if client.name == "wisp" and vim.lsp.buf_is_attached(bufnr, client.id) then
-      return client
-    end
-  end
-end
 
 local function keys(text)
   return vim.api.nvim_replace_termcodes(text, true, false, true)
@@ -175,12 +160,6 @@ local function run()
   end)
 end
 
-finish = function()
-  -- Quit even if the report cannot be written: the test then fails on the missing file.
-  pcall(function()
-    vim.fn.writefile({ vim.fn.json_encode(out) }, env("WISP_OUT"))
-  end)
-  vim.cmd("qa!")
-end
+finish = driver.write_and_quit(out)
 
 driver.start(run, out, finish)

@@ -30,6 +30,36 @@ function M.wait_for(what, timeout_ms, condition)
   end
 end
 
+--- The environment variable `name`; an error when it is not set (the test sets every input).
+function M.env(name)
+  local value = os.getenv(name)
+  if not value then
+    error("environment variable " .. name .. " is not set")
+  end
+  return value
+end
+
+--- The wisp client attached to buffer `bufnr`, or nil.
+function M.wisp_client(bufnr)
+  local clients = (vim.lsp.get_clients or vim.lsp.get_active_clients)()
+  for _, client in pairs(clients) do
+    if client.name == "wisp" and vim.lsp.buf_is_attached(bufnr, client.id) then
+      return client
+    end
+  end
+end
+
+--- A `finish` that writes `report` to $WISP_OUT as JSON and quits; it quits even when the
+--- report cannot be written (the test then fails on the missing file).
+function M.write_and_quit(report)
+  return function()
+    pcall(function()
+      vim.fn.writefile({ vim.fn.json_encode(report) }, M.env("WISP_OUT"))
+    end)
+    vim.cmd("qa!")
+  end
+end
+
 --- Run `body` as the coroutine; its errors go to `report.errors`, `done()` runs when it ends.
 function M.start(body, report, done)
   out, finish = report, done

@@ -9,16 +9,9 @@
 
 local out = { errors = {}, statuses = {}, messages = {} }
 
-local function env(name)
-  local value = os.getenv(name)
-  if not value then
-    error("environment variable " .. name .. " is not set")
-  end
-  return value
-end
 
 local driver = dofile(vim.fn.fnamemodify(debug.getinfo(1, "S").source:sub(2), ":h") .. "/driver.lua")
-local wait_for = driver.wait_for
+local wait_for, env, wisp_client = driver.wait_for, driver.env, driver.wisp_client
 local finish -- quits Neovim
 
 -- Let the main loop run for `ms`: for checks that something does not happen.
@@ -94,10 +87,6 @@ local function wait_for_change(bufnr, before, what)
     return shown ~= nil and not vim.deep_equal(shown, before)
   end)
   return shown
-end
-
-local function wisp_client(bufnr)
-  return vim.lsp.get_clients({ bufnr = bufnr, name = "wisp" })[1]
 end
 
 local function stats(client, bufnr)

@@ -6,14 +6,23 @@
 --- the completion menu through 'omnifunc'.
 local M = {}
 
---- The last `wisp/status` notification: { state = "loading"|"ready"|"error", message = ... }.
+--- The last `wisp/status` notification:
+--- { state = "loading"|"ready"|"error", message = ..., model = the model loaded or loading }.
 M.status = nil
 
 local ACCEPT_COMMAND = "wisp.didAccept"
 
+-- wisp's settings as this Neovim holds them: `setup` fills the table, `configure` changes it.
+-- The server gets them when it starts, with each change, and when it asks
+-- (`workspace/configuration`), so a restarted server keeps what was chosen since.
+local settings = {}
+
+-- The last `wisp.models` answer, for `:WispModel` to complete names from.
+local last_models = nil
+
 local defaults = {
   cmd = { "wisp", "serve" },
-  settings = {}, -- sent as initializationOptions, camelCase keys: { model = ..., maxNewTokens = ... }
+  settings = {}, -- wisp's settings, camelCase keys: { model = ..., maxNewTokens = ... }
   filetypes = nil, -- nil: every filetype
   root_dir = nil, -- nil: the current directory when setup runs
   handlers = {}, -- merged over the defaults below; same signature as vim.lsp.handlers
@@ -55,12 +64,50 @@ local function notify(client, method, params)
   return client.notify(method, params)
 end
 
-local function wisp_client(bufnr)
+local function request_sync(client, method, params, timeout_ms)
+  if method_calls then
+    return client:request_sync(method, params, timeout_ms)
+  end
+  return client.request_sync(method, params, timeout_ms)
+end
+
+local function wisp_clients()
+  local found = {}
   for _, client in pairs((vim.lsp.get_clients or vim.lsp.get_active_clients)()) do
-    if client.name == "wisp" and vim.lsp.buf_is_attached(bufnr, client.id) then
+    if client.name == "wisp" then
+      table.insert(found, client)
+    end
+  end
+  return found
+end
+
+local function wisp_client(bufnr)
+  for _, client in ipairs(wisp_clients()) do
+    if vim.lsp.buf_is_attached(bufnr, client.id) then
       return client
     end
   end
+end
+
+--- The settings as they go out: an empty Lua table would be the JSON list `[]`, which the
+--- server rejects.
+local function settings_message()
+  return next(settings) and settings or vim.empty_dict()
+end
+
+--- Answers the server's `workspace/configuration` request from the module's settings.
+local function answer_configuration(_, params)
+  local answers = {}
+  for i, item in ipairs(params.items or {}) do
+    if item.section == "wisp" then
+      answers[i] = settings_message()
+    elseif item.section == nil or item.section == "" then
+      answers[i] = { wisp = settings_message() }
+    else
+      answers[i] = vim.NIL
+    end
+  end
+  return answers
 end
 
 -- Key actions. Each returns the keys to type instead: its own key when it has nothing to do.
@@ -173,9 +220,14 @@ local function client_config(opts)
     name = "wisp",
     cmd = opts.cmd,
     root_dir = opts.root_dir,
-    -- An empty Lua table would go out as the JSON list `[]`, which the server rejects.
-    init_options = next(opts.settings) and opts.settings or vim.empty_dict(),
-    handlers = vim.tbl_extend("force", { ["wisp/status"] = record_status }, opts.handlers),
+    -- The settings as they are when the server starts, not as they were at setup.
+    before_init = function(params)
+      params.initializationOptions = settings_message()
+    end,
+    handlers = vim.tbl_extend("force", {
+      ["wisp/status"] = record_status,
+      ["workspace/configuration"] = answer_configuration,
+    }, opts.handlers),
     on_exit = opts.on_exit,
     on_attach = function(client, bufnr)
       local ghost = opts.inline_completion and has_ghost_text()
@@ -228,15 +280,188 @@ function M.stats(callback, bufnr)
   end, bufnr)
 end
 
---- Change settings while running (camelCase keys), e.g. { commentsAndStrings = "never" }.
---- Returns false when wisp is not attached to the buffer.
-function M.configure(settings, bufnr)
-  local client = wisp_client(bufnr or vim.api.nvim_get_current_buf())
-  if not client then
-    return false
+--- Change settings while running (camelCase keys), e.g. { commentsAndStrings = "never" };
+--- `vim.NIL` puts a setting back to its default. The others stay as they are. Returns false
+--- when no wisp server is running (the next one to start gets the changed settings).
+function M.configure(changes)
+  settings = vim.tbl_extend("force", settings, changes)
+  local clients = wisp_clients()
+  for _, client in ipairs(clients) do
+    notify(client, "workspace/didChangeConfiguration", { settings = { wisp = settings_message() } })
   end
-  notify(client, "workspace/didChangeConfiguration", { settings = { wisp = settings } })
-  return true
+  return #clients > 0
+end
+
+-- Choosing the model: the server lists the models it finds and the ones it can download
+-- (`wisp.models`), downloads one (`wisp.pull`), and loads whatever the `model` setting names.
+
+-- A JSON null in an answer is nil in some Neovim versions, vim.NIL in others: make it nil.
+local function without_nulls(value)
+  if value == vim.NIL then
+    return nil
+  elseif type(value) == "table" then
+    for key, item in pairs(value) do
+      value[key] = without_nulls(item)
+    end
+  end
+  return value
+end
+
+local function execute(client, command, arguments, callback)
+  local params = { command = command, arguments = arguments }
+  request(client, "workspace/executeCommand", params, function(err, result)
+    callback(err, without_nulls(result))
+  end)
+end
+
+local function any_client()
+  return wisp_client(vim.api.nvim_get_current_buf()) or wisp_clients()[1]
+end
+
+--- Ask the server for the models it can serve (`wisp.models`): `callback(err, list)` with
+--- list = { current = setting, models = { { name, source, sizeBytes, architecture, fim, ... } },
+--- pullable = { { name, sizeBytes, note, pulled } } }.
+function M.models(callback)
+  local client = any_client()
+  if not client then
+    return callback("wisp is not running", nil)
+  end
+  execute(client, "wisp.models", nil, function(err, result)
+    if not err then
+      last_models = result
+    end
+    callback(err, result)
+  end)
+end
+
+--- Serve the model `name`, as `wisp.models` names it (nil: the bundled one). Returns false
+--- when no wisp server is running.
+function M.set_model(name)
+  if name == nil or name == vim.NIL or name == "" then
+    return M.configure({ model = vim.NIL })
+  end
+  return M.configure({ model = name })
+end
+
+local function size_text(bytes)
+  if not bytes or bytes <= 0 then
+    return "?"
+  elseif bytes >= 1e9 then
+    return string.format("%.1f GB", bytes / 1e9)
+  elseif bytes >= 1e6 then
+    return string.format("%d MB", math.floor(bytes / 1e6 + 0.5))
+  end
+  return string.format("%d KB", math.max(1, math.floor(bytes / 1e3 + 0.5)))
+end
+
+-- "* name  size  architecture main-type": `*` marks the current one, `[no FIM]` one that
+-- completes from the code before the cursor only; an unreadable file shows why instead.
+local function local_label(model, current)
+  local name = model.name or ("bundled: " .. vim.fn.fnamemodify(model.path, ":t:r"))
+  local parts = { (model.name == current and "* " or "  ") .. name, size_text(model.sizeBytes) }
+  local architecture = model.architecture or ""
+  if architecture == "" then
+    table.insert(parts, model.note)
+  else
+    table.insert(parts, vim.trim(architecture .. " " .. ((model.types or {})[1] or "")))
+    if not model.fim then
+      table.insert(parts, "[no FIM]")
+    end
+  end
+  return table.concat(parts, "  ")
+end
+
+--- What `:WispModel` offers: the local models, then the catalog's models not downloaded yet.
+local function model_choices(list)
+  local choices = {}
+  for _, model in ipairs(list.models or {}) do
+    table.insert(choices, { name = model.name, label = local_label(model, list.current) })
+  end
+  for _, item in ipairs(list.pullable or {}) do
+    if not item.pulled then
+      local size = size_text(item.sizeBytes)
+      local label = string.format("  download %s, about %s: %s", item.name, size, item.note)
+      table.insert(choices, { name = item.name, label = label, pull = item })
+    end
+  end
+  return choices
+end
+
+local function report_error(what, err)
+  local text = type(err) == "table" and err.message or vim.inspect(err)
+  vim.notify("wisp: " .. what .. ": " .. text, vim.log.levels.ERROR)
+end
+
+local function use_model(name)
+  local what = name or "the bundled model"
+  if M.set_model(name) then
+    vim.notify("wisp: loading " .. what)
+  else
+    vim.notify("wisp is not running; it will load " .. what .. " when it starts")
+  end
+end
+
+local function pull_then_use(item)
+  local client = any_client()
+  if not client then
+    return report_error("cannot download " .. item.name, "wisp is not running")
+  end
+  vim.notify(string.format("wisp: downloading %s (about %s)", item.name, size_text(item.sizeBytes)))
+  execute(client, "wisp.pull", { item.name }, function(err, result)
+    if err then
+      return report_error("cannot download " .. item.name, err)
+    end
+    use_model(result.name or item.name)
+  end)
+end
+
+--- Pick the model from the list the server finds (`vim.ui.select`); a model not downloaded
+--- yet is downloaded first.
+function M.choose_model()
+  M.models(function(err, list)
+    if err then
+      return report_error("cannot list the models", err)
+    end
+    local choices = model_choices(list)
+    vim.ui.select(choices, {
+      prompt = "wisp model (* current):",
+      kind = "wisp.model",
+      format_item = function(choice)
+        return choice.label
+      end,
+    }, function(choice)
+      if choice and choice.pull then
+        pull_then_use(choice.pull)
+      elseif choice then
+        use_model(choice.name)
+      end
+    end)
+  end)
+end
+
+--- `:WispModel` completion: the names of the last list (asked for now if there is none yet).
+local function complete_model_names(lead)
+  local client = any_client()
+  if not last_models and client then
+    local params = { command = "wisp.models" }
+    local answer = request_sync(client, "workspace/executeCommand", params, 3000)
+    last_models = answer and not answer.err and without_nulls(answer.result) or nil
+  end
+  local names = {}
+  for _, choice in ipairs(last_models and model_choices(last_models) or {}) do
+    if choice.name and vim.startswith(choice.name, lead) then
+      table.insert(names, choice.name)
+    end
+  end
+  return names
+end
+
+local function model_command(args)
+  if args.args == "" then
+    M.choose_model()
+  else
+    use_model(args.args)
+  end
 end
 
 local function show_stats()
@@ -252,12 +477,18 @@ end
 --- Start wisp for matching buffers, those open now and those opened later.
 function M.setup(user)
   local opts = vim.tbl_extend("force", defaults, user or {})
+  settings = vim.tbl_extend("force", {}, opts.settings) -- the caller's table stays as it was
   if opts.keymaps then -- keys not named keep their defaults
     opts.keymaps = vim.tbl_extend("force", defaults.keymaps, opts.keymaps)
   end
   opts.root_dir = opts.root_dir or vim.fn.getcwd()
   local config = client_config(opts)
   vim.api.nvim_create_user_command("WispStats", show_stats, { desc = "wisp: local figures" })
+  vim.api.nvim_create_user_command("WispModel", model_command, {
+    nargs = "?",
+    complete = complete_model_names,
+    desc = "wisp: choose the model",
+  })
 
   if vim.lsp.config and vim.lsp.enable then
     config.filetypes = opts.filetypes
