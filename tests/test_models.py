@@ -301,6 +301,13 @@ async def test_the_server_lists_models_and_switches_by_name(machine: dict[str, s
         switched = await session.wait_state("ready", "error")
         assert switched == {**switched, "state": "ready", "model": "ollama:qwen2.5-coder:7b"}
         session.statuses.clear()
+        lmstudio = "lmstudio:lmstudio-community/Tiny-GGUF"
+        session.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"wisp": {"model": lmstudio}})
+        )
+        switched = await session.wait_state("ready", "error")
+        assert switched == {**switched, "state": "ready", "model": lmstudio}
+        session.statuses.clear()
         session.client.workspace_did_change_configuration(
             types.DidChangeConfigurationParams(settings={"wisp": {"model": "ollama:nothing"}})
         )
@@ -310,6 +317,46 @@ async def test_the_server_lists_models_and_switches_by_name(machine: dict[str, s
         await stop(session)
 
 
-def test_header_reads_without_the_whole_file(tiny: Path) -> None:
-    metadata, tensors = read_header(tiny.read_bytes(), tiny)  # type: ignore[arg-type]
-    assert metadata["general.architecture"] == "qwen2" and "token_embd.weight" in tensors
+def test_a_header_read_skipping_arrays_differs_only_by_them() -> None:
+    data = BUNDLED_MODEL.read_bytes()
+    metadata, tensors = read_header(data, BUNDLED_MODEL)  # type: ignore[arg-type]
+    skip = frozenset({"tokenizer.ggml.merges", "tokenizer.ggml.token_type", "general.name"})
+    lean, lean_tensors = read_header(data, BUNDLED_MODEL, skip)  # type: ignore[arg-type]
+    assert lean == {key: value for key, value in metadata.items() if key not in skip}
+    assert lean_tensors == tensors and skip <= set(metadata)
+
+
+@pytest.mark.slow
+async def test_the_server_pulls_with_progress_then_serves_the_pulled_model(
+    tmp_path: Path, tiny: Path
+) -> None:
+    from hub_stub import serve
+
+    assert PULLED is not None
+    env = {"HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hf"),
+           "OLLAMA_MODELS": str(tmp_path / "none")}  # fmt: skip
+    with serve({(PULLED.repo, PULLED.file): tiny.read_bytes()}) as hub:
+        online = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}  # the session sets 1
+        session, _ = await start({}, env={**env, **online})
+        try:
+            assert (await session.wait_state("ready", "error"))["model"] == BUNDLED_NAME
+            pulled = await session.client.workspace_execute_command_async(
+                types.ExecuteCommandParams(command="wisp.pull", arguments=[PULLED.name])
+            )
+            assert Path(pulled["path"]).read_bytes() == tiny.read_bytes()
+            reports = [r for rs in session.client.progress_reports.values() for r in rs]
+            titles = [getattr(value, "title", "") for value in reports]
+            assert f"wisp: Downloading {PULLED.name}" in titles
+            assert any(getattr(value, "percentage", None) == 100 for value in reports)
+            session.statuses.clear()
+            session.client.workspace_did_change_configuration(
+                types.DidChangeConfigurationParams(settings={"wisp": {"model": PULLED.name}})
+            )
+            switched = await session.wait_state("ready", "error")
+            assert (switched["state"], switched["model"]) == ("ready", PULLED.name)
+            with pytest.raises(Exception, match="no model called 'nothing' to pull"):
+                await session.client.workspace_execute_command_async(
+                    types.ExecuteCommandParams(command="wisp.pull", arguments=["nothing"])
+                )
+        finally:
+            await stop(session)

@@ -75,16 +75,20 @@ def _is_gguf(path: Path) -> bool:
         return False
 
 
-def read_header(data: mmap.mmap, path: Path) -> tuple[dict[str, Any], dict[str, TensorInfo]]:
+def read_header(
+    data: mmap.mmap, path: Path, skip: frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], dict[str, TensorInfo]]:
     """The metadata and the tensors' places; ModelLoadError for a file that is not GGUF or is
-    cut short."""
+    cut short. Values of the keys in `skip` (large arrays nobody asked for) are left out."""
     try:
-        return _read_header(data, path)
+        return _read_header(data, path, skip)
     except (struct.error, UnicodeDecodeError, ValueError) as exc:
         raise ModelLoadError(f"cannot read the GGUF file {path}: {exc}") from exc
 
 
-def _read_header(data: mmap.mmap, path: Path) -> tuple[dict[str, Any], dict[str, TensorInfo]]:
+def _read_header(
+    data: mmap.mmap, path: Path, skip: frozenset[str]
+) -> tuple[dict[str, Any], dict[str, TensorInfo]]:
     reader = _Reader(data)
     if reader.take(4) != GGUF_MAGIC:
         raise ModelLoadError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
@@ -95,7 +99,10 @@ def _read_header(data: mmap.mmap, path: Path) -> tuple[dict[str, Any], dict[str,
     metadata = {}
     for _ in range(pairs):
         key = reader.string()
-        metadata[key] = reader.value(reader.scalar("<I"))
+        if key in skip:
+            reader.skip(reader.scalar("<I"))
+        else:
+            metadata[key] = reader.value(reader.scalar("<I"))
     infos = []
     for _ in range(count):
         name = reader.string()
@@ -150,6 +157,25 @@ class _Reader:
         if item == _STRING:  # vocabularies: a tight loop
             return self._strings(count)
         return [self.value(item) for _ in range(count)]
+
+    def skip(self, kind: int) -> None:
+        """Step over one value without decoding it."""
+        if kind != _ARRAY:
+            self.value(kind)
+            return
+        item, count = self.scalar("<I"), self.scalar("<Q")
+        if item in _SCALARS:
+            self.take(count * struct.calcsize("<" + _SCALARS[item]))
+        elif item == _STRING:
+            data, at, unpack = self.data, self.at, struct.unpack_from
+            for _ in range(count):
+                at += 8 + unpack("<Q", data, at)[0]
+            if at > len(data):
+                raise ValueError("the header ends early")
+            self.at = at
+        else:
+            for _ in range(count):
+                self.skip(item)
 
     def _strings(self, count: int) -> list[str]:
         data, at, unpack, out = self.data, self.at, struct.unpack_from, []

@@ -39,6 +39,8 @@ NATIVE_TYPES = frozenset(
         "Q6_K",
     )
 )
+# What a listing does not need: the largest arrays after the vocabulary.
+_UNUSED = frozenset({"tokenizer.ggml.merges", "tokenizer.ggml.scores", "tokenizer.ggml.token_type"})
 _CHAT = re.compile(r"(instruct|chat|\bit\b|-it\b)", re.IGNORECASE)
 
 
@@ -77,7 +79,7 @@ def describe(path: Path, name: str | None, source: str) -> ModelEntry:
             path.open("rb") as handle,
             mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
         ):
-            metadata, tensors = read_header(data, path)
+            metadata, tensors = read_header(data, path, _UNUSED)
     except (OSError, ValueError, ModelLoadError) as exc:
         entry.note = f"unreadable: {exc}"
         return entry
