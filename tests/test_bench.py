@@ -161,7 +161,9 @@ def test_speed_line_of_the_local_model(random_model: Path, tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     figures = json.loads(out.read_text())["wisp"]
     assert figures["prefill_tokens"] == 40 and figures["decode_tokens_per_s"] > 0
+    assert figures["rows"] == 4 and figures["rows_step_ms"] > 0 and figures["rows_over_one"] > 0
     assert done.stdout.startswith("wisp ") and "tok/s" in done.stdout
+    assert "ms for 4 rows" in done.stdout
     remote = [*command, "--settings", '{"backend": "openai", "endpoint": "http://127.0.0.1:9"}']
     refused = subprocess.run(remote, capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2 and "local runtime" in refused.stderr

@@ -117,3 +117,12 @@ def test_the_shape_and_the_template_come_from_the_metadata(tmp_path: Path, monke
     assert backend.fast.packing == "Q4_K+Q6_K+F32"
     assert len(backend.fast.layers) == 3 and backend.context_window == 4096
     assert backend.template.name == "qwen2.5-coder"  # its fill-in-the-middle tokens
+
+
+def test_speed_decodes_several_rows_through_the_native_pass(tmp_path: Path) -> None:
+    backend = load_backend(LoadOptions(str(write_tiny_gguf(tmp_path / "tiny.gguf"))))
+    assert backend.fast is not None and backend.fast.packing is not None
+    ids = backend.encode("def add(a, b):\n    return a + b\n")
+    for rows in (1, 3):
+        prefill, decode = backend.speed(ids, 4, rows)
+        assert prefill > 0 and decode > 0

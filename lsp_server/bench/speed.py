@@ -40,11 +40,24 @@ print(json.dumps({"load_s": loaded, "runs": results}))
 """
 
 
-def wisp_speed(backend: Any, text: str, tokens: int, steps: int, runs: int) -> dict[str, float]:
-    """Medians over `runs` for the loaded local backend (`LocalBackend.speed`)."""
+def wisp_speed(
+    backend: Any, text: str, tokens: int, steps: int, runs: int, rows: int = 1
+) -> dict[str, float]:
+    """Medians over `runs` for the loaded local backend (`LocalBackend.speed`); with `rows` > 1
+    also a decode step's time for that many rows (candidates) beside one row's."""
     ids = backend.encode(text)
     ids = (ids * (tokens // max(1, len(ids)) + 1))[:tokens]
-    return _figures([backend.speed(ids, steps) for _ in range(runs)], tokens, steps)
+    figures = _figures([backend.speed(ids, steps) for _ in range(runs)], tokens, steps)
+    if rows > 1:
+        decode = statistics.median(backend.speed(ids, steps, rows)[1] for _ in range(runs))
+        one = steps / figures["decode_tokens_per_s"]
+        figures |= {
+            "rows": rows,
+            "step_ms": round(1000 * one / steps, 2),
+            "rows_step_ms": round(1000 * decode / steps, 2),
+            "rows_over_one": round(decode / one, 2),
+        }
+    return figures
 
 
 def llama_speed(
@@ -75,7 +88,14 @@ def _figures(runs: list[tuple[float, float]], tokens: int, steps: int) -> dict[s
 def speed_line(engine: str, figures: dict[str, float]) -> str:
     prefill, decode = figures["prefill_tokens_per_s"], figures["decode_tokens_per_s"]
     tokens = figures["prefill_tokens"]
-    return (
+    line = (
         f"{engine:<10} prefill {prefill:>7.1f} tok/s ({tokens:.0f} tokens)"
         f"   decode {decode:>6.1f} tok/s"
     )
+    if "rows" in figures:
+        line += (
+            f"\n{'':<10} decode step: {figures['step_ms']:.2f} ms for 1 row, "
+            f"{figures['rows_step_ms']:.2f} ms for {figures['rows']:.0f} rows "
+            f"({figures['rows_over_one']:.2f}x)"
+        )
+    return line

@@ -76,6 +76,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed-tokens", type=int, default=600, help="prompt tokens for --speed")
     parser.add_argument("--speed-steps", type=int, default=32, help="decode steps for --speed")
     parser.add_argument(
+        "--speed-rows",
+        type=int,
+        default=4,
+        help="--speed also times decode steps of this many rows (candidates); 1: not",
+    )
+    parser.add_argument(
         "--llama-python",
         help="the Python with llama-cpp-python[server] (default: $WISP_LLAMA_SERVER_PYTHON, "
         "the venv of .ci/install-llama-server, or this one)",
@@ -123,7 +129,8 @@ def _speed(args: argparse.Namespace, settings: Settings, runs: int = 3) -> int:
     threads = settings.threads or len(os.sched_getaffinity(0))
     try:
         backend = load_engine(settings).backend
-        figures = {"wisp": wisp_speed(backend, args.file.read_text("utf-8"), tokens, steps, runs)}
+        text = args.file.read_text("utf-8")
+        figures = {"wisp": wisp_speed(backend, text, tokens, steps, runs, args.speed_rows)}
         print(speed_line("wisp", figures["wisp"]))
         if args.against:
             gguf = Path(resolve(settings.model).source)

@@ -327,17 +327,21 @@ class LocalBackend:
             self.slots.keep(key, ids[:done], cache)
         return done - start
 
-    def speed(self, ids: list[int], steps: int) -> tuple[float, float]:
+    def speed(self, ids: list[int], steps: int, rows: int = 1) -> tuple[float, float]:
         """Seconds to prefill `ids` from an empty cache in one pass, and to decode `steps`
-        greedy tokens after them, nothing stopping early (for `wisp bench --speed`)."""
+        greedy tokens after them in `rows` rows (as `num_candidates` does), nothing stopping
+        early (for `wisp bench --speed`)."""
         with torch.inference_mode():
             started = time.perf_counter()
             cache, logits = self._forward(
                 torch.tensor([ids], device=self.device), None, logits_to_keep=1
             )
             prefilled = time.perf_counter()
+            if rows > 1:
+                cache.batch_repeat_interleave(rows)
+                logits = logits.expand(rows, -1, -1)
             for _ in range(steps):
-                token = logits[:, -1].argmax(-1).view(1, 1)
+                token = logits[:, -1].argmax(-1).view(rows, 1)
                 cache, logits = self._forward(token, cache, logits_to_keep=1)
             return prefilled - started, time.perf_counter() - prefilled
 
