@@ -82,11 +82,12 @@ def test_a_mistake_in_the_pass_is_caught(tmp_path: Path) -> None:
     assert error > 0.05 or cosine < 0.998
 
 
+@pytest.mark.parametrize("name", ["m.gguf", "sha256-0123abcd"])  # an Ollama blob: no suffix
 def test_an_architecture_it_does_not_run_goes_through_transformers(
-    tmp_path: Path, monkeypatch, caplog
+    tmp_path: Path, monkeypatch, caplog, name: str
 ) -> None:
     monkeypatch.setenv("WISP_CACHE_DIR", str(tmp_path / "cache"))
-    path = write_tiny_gguf(tmp_path / "m.gguf", "qwen2", T.Q8_0)
+    path = write_tiny_gguf(tmp_path / name, "qwen2", T.Q8_0)
     monkeypatch.delitem(gguf_model.ARCHITECTURES, "qwen2")
     with caplog.at_level(logging.INFO):
         backend = load_backend(LoadOptions(str(path)))
