@@ -25,6 +25,12 @@ def test_find_gguf(tmp_path: Path) -> None:
     file = _gguf(tmp_path / "m.gguf")
     assert find_gguf(file) == file
     assert find_gguf(tmp_path) == file  # a folder without config.json that holds one
+    _gguf(tmp_path / "mmproj-m-f16.gguf")
+    assert find_gguf(tmp_path) == file  # a vision projector beside it is not a model
+    other = _gguf(tmp_path / "m-q4.gguf")
+    with pytest.raises(ModelLoadError, match="holds 2 GGUF files"):
+        find_gguf(tmp_path)
+    other.unlink()
     (tmp_path / "config.json").write_text("{}")
     assert find_gguf(tmp_path) is None  # a Hugging Face folder
     (tmp_path / "notes.txt").write_text("x")

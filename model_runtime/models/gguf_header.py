@@ -18,6 +18,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from model_runtime.backend import ModelLoadError
+from model_runtime.models.stores import pick_gguf
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -58,13 +59,13 @@ def check_header(path: Path) -> None:
 
 
 def find_gguf(source: Path) -> Path | None:
-    """The GGUF file `source` names: the file itself, or the one a folder without config holds."""
+    """The GGUF file `source` names: the file itself, or the model file a folder without config
+    holds (ModelLoadError where it holds several: which one is for the user to say)."""
     if source.is_file():  # by its first bytes: an Ollama blob has no suffix
         return source if source.suffix.lower() == ".gguf" or _is_gguf(source) else None
     if not source.is_dir() or (source / "config.json").is_file():
         return None
-    files = sorted(source.glob("*.gguf"))
-    return files[0] if files else None
+    return pick_gguf(source, "", str(source)) if any(source.glob("*.gguf")) else None
 
 
 def _is_gguf(path: Path) -> bool:

@@ -121,7 +121,7 @@ def find_models(extra: list[Path] | None = None) -> list[ModelEntry]:
     entries = []
     if (bundled := bundled_model()) is not None:
         entries.append(describe(bundled, None, "bundled"))
-        entries[-1].note = f"{BUNDLED_NAME}; " + entries[-1].note
+        entries[-1].note = "; ".join(filter(None, (BUNDLED_NAME, entries[-1].note)))
     found = stores.ollama_models() + stores.lmstudio_models() + stores.hf_models()
     for item in found:
         entries.append(describe(item.path, _short_name(item), item.source))

