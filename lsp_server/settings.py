@@ -12,8 +12,8 @@ from typing import Any
 from model_runtime.backend import SamplingParams
 from model_runtime.crossfile import CrossFileOptions
 from model_runtime.engine import EngineOptions
+from model_runtime.gate import DEFAULT_MIN_CONFIDENCE
 from model_runtime.lexical import CommentsAndStrings
-from model_runtime.ranking import DEFAULT_MIN_CONFIDENCE
 from model_runtime.templates import TEMPLATES
 
 

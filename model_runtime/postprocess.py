@@ -7,11 +7,11 @@ candidate, cut at stop strings only, is the answer (`wisp eval --raw`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
 
-from model_runtime import habits, ranking, trimming
+from model_runtime import gate, habits, ranking, trimming
 from model_runtime.backend import Candidate
 from model_runtime.context import CursorContext, MultilineMode
 from model_runtime.stopping import cut_at_stops
@@ -20,15 +20,14 @@ from model_runtime.syntax import SyntaxCheck, syntax_check
 
 @dataclass(frozen=True)
 class Suggestion:
-    """Text to insert at the cursor, replacing `replace` characters right of it on its line."""
+    """Text to insert at the cursor, replacing `replace` characters right of it on its line:
+    `score` ranks it, `confidence` is the gate's P(accept) of it (`gate.py`)."""
 
     text: str
     score: float
     replace: int = 0
-
-    @property
-    def confidence(self) -> float:
-        return ranking.confidence(self.score)
+    confidence: float = 1.0
+    features: Mapping[str, float] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,9 @@ class Policy:
     """How candidates become suggestions."""
 
     multiline: MultilineMode = "auto"
-    min_confidence: float = 0.0  # the gate: less confident suggestions are not shown
+    min_confidence: float = 0.0  # the gate: suggestions less likely accepted are not shown
     raw: bool = False  # ranking and trimming off
+    judge: gate.Gate | None = None  # what gives P(accept); None: the shipped gate
 
 
 @dataclass(frozen=True)
@@ -136,12 +136,21 @@ def trim(
     return Draft(candidate, text, replace, kept, tuple(flags))
 
 
-def draft_score(draft: Draft, decode: ranking.Decode | None) -> float:
+def judged(
+    draft: Draft, ctx: CursorContext, decode: ranking.Decode | None, judge: gate.Gate
+) -> tuple[float, float, dict[str, float]]:
+    """A draft's score (the ranking's), its P(accept) (the gate's; 0 when rejected) and the
+    features it was judged on."""
     penalised = [f for f in draft.flags if f in ranking.PENALTIES]
-    if not draft.candidate.scored:
-        return ranking.unscored(penalised, rejected=bool(draft.rejected))
-    logprobs = ranking.kept_logprobs(draft.candidate, draft.kept, decode)
-    return ranking.score(logprobs, penalised, rejected=bool(draft.rejected))
+    rejected = bool(draft.rejected)
+    if draft.candidate.scored:
+        logprobs = ranking.kept_logprobs(draft.candidate, draft.kept, decode)
+        value = ranking.score(logprobs, penalised, rejected=rejected)
+    else:
+        logprobs, value = None, ranking.unscored(penalised, rejected=rejected)
+    share = draft.kept / max(len(draft.candidate.text.rstrip()), 1)
+    values = gate.features(logprobs, draft.text, draft.replace, draft.flags, ctx, share)
+    return value, 0.0 if rejected else judge.probability(values), values
 
 
 def raw_suggestions(
@@ -171,15 +180,16 @@ def to_suggestions(
         return raw_suggestions(candidates, stops, one_line)
     check = syntax_check(ctx) if candidates else None
     drafts = [trim(c, ctx, stops, one_line, policy, check) for c in candidates]
-    scored = [(draft_score(d, decode), d) for d in drafts if d.text.strip()]
-    scored.sort(key=lambda pair: (pair[0], pair[1].candidate.mean_logprob), reverse=True)
+    judge = policy.judge or gate.shipped()
+    scored = [(*judged(d, ctx, decode, judge), d) for d in drafts if d.text.strip()]
+    scored.sort(key=lambda each: (each[0], each[3].candidate.mean_logprob), reverse=True)
     seen: set[str] = set()
     out: list[Suggestion] = []
-    for value, draft in scored:
+    for value, p_accept, values, draft in scored:
         key = trimming.normalised(draft.text + ctx.line_suffix[draft.replace :])
         if key in seen:
             continue
         seen.add(key)
-        if ranking.passes_gate(value, policy.min_confidence):
-            out.append(Suggestion(draft.text, value, draft.replace))
+        if p_accept >= policy.min_confidence:
+            out.append(Suggestion(draft.text, value, draft.replace, p_accept, values))
     return out

@@ -1,9 +1,8 @@
-"""Rank suggestions: length-normalised log-probability less penalties, and a confidence gate.
+"""Rank suggestions: length-normalised log-probability less penalties.
 
 A suggestion's score is the mean log-probability of the tokens it kept, less a penalty for each
-warning sign the checks found; its confidence, exp(score), is the geometric-mean probability of
-its tokens, discounted. Below the gate (`minConfidence`) nothing is shown. A candidate that a
-check rejected scores -inf: confidence 0, last in the list, shown only with the gate at 0.
+warning sign the checks found. A candidate that a check rejected scores -inf: last in the list.
+Whether a suggestion is shown at all is the gate's to say (`gate.py`).
 """
 
 from __future__ import annotations
@@ -14,9 +13,6 @@ from collections.abc import Callable, Collection, Sequence
 from model_runtime.backend import Candidate
 from model_runtime.context import CursorContext
 
-# Chosen on the bundled model, SmolLM2-135M (docs/quality.md, "The gate"): the highest gate
-# that, on all five evaluation sets, still showed every exact match.
-DEFAULT_MIN_CONFIDENCE = 0.3
 # Log-probability units taken off the score for each warning sign.
 PENALTIES = {
     "repetition": 0.5,  # the model looped; what is left of it is often noise too
@@ -58,16 +54,6 @@ def unscored(flags: Collection[str], rejected: bool = False) -> float:
     """The score of a candidate that came without log-probabilities (some serving engines send
     none): neutral, less the penalties, so the checks alone rank it and gate it."""
     return score([0.0], flags, rejected)
-
-
-def confidence(value: float) -> float:
-    """A score as a number in [0, 1]."""
-    return math.exp(min(value, 0.0))
-
-
-def passes_gate(value: float, min_confidence: float) -> bool:
-    """Whether a suggestion with this score is worth showing."""
-    return confidence(value) >= min_confidence
 
 
 def copies_previous_line(text: str, ctx: CursorContext) -> bool:

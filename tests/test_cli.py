@@ -24,6 +24,7 @@ def test_complete_json(x_model: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     out = json.loads(capsys.readouterr().out)
     assert [item["text"] for item in out["items"]] == ["xxx"]
     assert isinstance(out["items"][0]["score"], float)
+    assert 0 < out["items"][0]["confidence"] <= 1  # the gate's P(accept)
     assert {"prompt", "prefill", "decode", "total"} <= set(out["timings_ms"])
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from model_runtime.backend import Candidate
 from model_runtime.context import CursorContext, cursor_context
+from model_runtime.gate import Gate
 from model_runtime.postprocess import Policy, to_suggestions, trim
 
 
@@ -44,15 +45,6 @@ def test_same_result_in_other_blank_space_or_with_the_bracket_is_a_duplicate() -
     assert [(s.text, s.replace) for s in out] == [('"hi"', 0)]
 
 
-def test_gate_hides_the_unconfident() -> None:
-    ctx = at("x = |\n")
-    candidates = [cand("1", math.log(0.6)), cand("2", math.log(0.2))]
-    shown = to_suggestions(candidates, ctx, (), True, Policy(min_confidence=0.5))
-    assert [s.text for s in shown] == ["1"]
-    assert shown[0].confidence == pytest.approx(0.6)
-    assert to_suggestions(candidates, ctx, (), True, Policy(min_confidence=0.7)) == []
-
-
 def test_penalties_reorder_candidates() -> None:
     ctx = at("def f():\n    x = g()\n|\n    return x\n")
     loop = cand("    x = g()", -0.1)  # the line above again
@@ -70,7 +62,10 @@ def test_rejected_candidates_come_last_with_confidence_zero() -> None:
     assert out[0].text == "    y = x"
     assert {s.text for s in out[1:]} == {"    return x", "    y = (x"}
     assert [s.confidence for s in out[1:]] == [0.0, 0.0]
-    gated = to_suggestions([copy, broken, fine], ctx, (), True, Policy(min_confidence=0.01))
+    even = Gate(0.0, {}, {})  # 0.5 for anything not rejected
+    gated = to_suggestions(
+        [copy, broken, fine], ctx, (), True, Policy(min_confidence=0.01, judge=even)
+    )
     assert [s.text for s in gated] == ["    y = x"]
 
 
@@ -124,12 +119,14 @@ def test_candidates_without_logprobs_are_ranked_and_gated_by_the_checks_alone() 
     def unscored(text: str) -> Candidate:
         return Candidate(text, [ord(c) for c in text], [], "eos", scored=False)
 
-    out = to_suggestions([unscored("    x = g()"), unscored("    y = h(x)")], ctx, (), True)
-    assert [(s.text, round(s.confidence, 3)) for s in out] == [
-        ("    y = h(x)", 1.0),  # nothing against it
-        ("    x = g()", round(math.exp(-0.7), 3)),  # copies the line above
+    judge = Gate(0.0, {"mean_logprob": 1.0, "copies_previous_line": -2.0}, {"mean_logprob": 1.0})
+    policy = Policy(judge=judge)
+    out = to_suggestions([unscored("    x = g()"), unscored("    y = h(x)")], ctx, (), True, policy)
+    assert [(s.text, s.score, round(s.confidence, 3)) for s in out] == [
+        ("    y = h(x)", 0.0, round(1 / (1 + math.exp(-1.0)), 3)),  # nothing against it
+        ("    x = g()", -0.7, round(1 / (1 + math.exp(1.0)), 3)),  # copies the line above
     ]
-    gated = to_suggestions([unscored("    x = g()")], ctx, (), True, Policy(min_confidence=0.6))
-    assert gated == []
+    gated = Policy(min_confidence=0.5, judge=judge)
+    assert to_suggestions([unscored("    x = g()")], ctx, (), True, gated) == []
     rejected = to_suggestions([unscored("    y = (x")], ctx, (), True, Policy(min_confidence=0))
     assert [s.confidence for s in rejected] == [0.0]

@@ -1,4 +1,4 @@
-"""Scores, the confidence gate, and scoring a trimmed candidate on the tokens it kept."""
+"""Scores, and scoring a trimmed candidate on the tokens it kept."""
 
 from __future__ import annotations
 
@@ -29,26 +29,6 @@ def test_score(
     logprobs: list[float], flags: tuple[str, ...], rejected: bool, expected: float
 ) -> None:
     assert ranking.score(logprobs, flags, rejected) == pytest.approx(expected)
-
-
-@pytest.mark.parametrize(
-    ("value", "min_confidence", "shown"),
-    [
-        (math.log(0.5), 0.4, True),
-        (math.log(0.5), 0.5, True),
-        (math.log(0.5), 0.6, False),
-        (-math.inf, 0.0, True),  # a gate of 0 shows even rejected candidates
-        (-math.inf, 0.01, False),
-    ],
-)
-def test_gate(value: float, min_confidence: float, shown: bool) -> None:
-    assert ranking.passes_gate(value, min_confidence) is shown
-
-
-def test_confidence_is_a_probability() -> None:
-    assert ranking.confidence(0.0) == 1.0
-    assert ranking.confidence(math.log(0.25)) == pytest.approx(0.25)
-    assert ranking.confidence(-math.inf) == 0.0
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
     offset = offset_at(text, position, types.PositionEncodingKind.Utf16).offset
     result = engine.complete(CompletionRequest(text, offset, args.path.name))
     if args.json:
-        items = [{"text": s.text, "score": round(s.score, 4)} for s in result.suggestions]
+        items = [
+            {"text": s.text, "score": round(s.score, 4), "confidence": round(s.confidence, 4)}
+            for s in result.suggestions
+        ]
         timings = {k: round(v, 2) for k, v in result.timings_ms.items()}
         print(json.dumps({"items": items, "timings_ms": timings}, ensure_ascii=False))
     else:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from model_runtime.crossfile import CrossFileOptions, OpenDocument
 from model_runtime.evaluation.datasets import DATASETS, SANTACODER_LANGUAGES
 from model_runtime.evaluation.holes import HOLE_KINDS
-from model_runtime.ranking import DEFAULT_MIN_CONFIDENCE
+from model_runtime.gate import DEFAULT_MIN_CONFIDENCE
 
 if TYPE_CHECKING:
     from model_runtime.backend import Backend

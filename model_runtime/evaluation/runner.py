@@ -38,6 +38,8 @@ class Sample:
     confidence: float | None = None  # the answer's; None when there was none
     warm_latency_ms: float | None = None  # after one more character typed (see `warm`)
     warm_reused_tokens: int | None = None  # prompt tokens the warm request did not recompute
+    score: float | None = None  # the answer's ranking score; None when there was none
+    features: dict[str, float] | None = None  # what the gate read of the answer
 
 
 Completer = Callable[[FimTask], Suggestion | None]
@@ -127,4 +129,6 @@ def evaluate(
             answer.confidence if answer else None,
             warm_ms,
             reused,
+            answer.score if answer else None,
+            dict(answer.features) if answer else None,
         )
