@@ -143,6 +143,34 @@ def test_batch_rows_repeat_and_select() -> None:
     assert croppable(cache)
 
 
+def test_rows_sharing_the_prompt_decode_as_each_row_alone() -> None:
+    """Candidates read the prompt's cached positions from the first row (`GrowingKv.shared`)
+    and their own after it: step by step, through a growth of the cache, and after picking one
+    row, each row's logits are those of its decode alone."""
+    model = llama(intermediate_size=64, max_position_embeddings=512)  # whole blocks of 32
+    fast = Decoder.from_transformers(model, packing="q4")
+    prompt = (torch.arange(254) * 29 % 97).unsqueeze(0)
+    tokens = torch.tensor([[5, 8, 30, 7], [17, 3, 30, 7], [60, 41, 2, 7]])
+    with torch.inference_mode():
+        cache, _ = fast.forward(prompt, None)
+        cache.batch_repeat_interleave(3)
+        assert cache.shared == 254 and cache.keys.shape[1] == 3
+        together = []
+        for step in range(3):  # the third outgrows the 256 positions cached
+            cache, logits = fast.forward(tokens[:, step : step + 1], cache)
+            together.append(logits[:, -1])
+        assert cache.keys.shape[3] > 256
+        cache.batch_select_indices(torch.tensor([2]))
+        assert cache.shared == 0
+        _, last = fast.forward(tokens[2:, 3:], cache)
+        for row in range(3):
+            alone, _ = fast.forward(prompt, None)
+            for step in range(4 if row == 2 else 3):
+                alone, logits = fast.forward(tokens[row : row + 1, step : step + 1], alone)
+                want = last[0, -1] if step == 3 else together[step][row]
+                assert torch.allclose(want, logits[0, -1], atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("model", "reason"),
     [

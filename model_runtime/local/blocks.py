@@ -82,7 +82,7 @@ def load_library(arch: str = "native") -> ctypes.CDLL:
     lib.wisp_multiply.argtypes = [matrices, ctypes.c_int, size, pointer, size, pointer, threads]
     lib.wisp_decode_layer.argtypes = [
         ctypes.POINTER(LayerWeights),
-        *(pointer, size, pointer, pointer, pointer, pointer, size, size),
+        *(pointer, size, pointer, pointer, pointer, pointer, size, size, size),
         ctypes.c_float,
         ctypes.c_int,
         ctypes.c_int,

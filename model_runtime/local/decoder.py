@@ -194,6 +194,7 @@ class Decoder:
             rows = hidden.view(count, -1)
             self._native_step(rows, cos[0].contiguous(), sin[0].contiguous(), cache, True)
         else:
+            cache.unshare()  # torch's attention reads each row's own copy of every position
             hidden = self._layers(hidden, cos.unsqueeze(1), sin.unsqueeze(1), cache)
         cache.length = end
         if logits_to_keep:
@@ -224,6 +225,7 @@ class Decoder:
                 values + index * step,
                 cache.keys.shape[3],
                 cache.length,
+                cache.shared,
                 self.scale,
                 threads,
                 int(sequence),

@@ -21,7 +21,9 @@ class GrowingKv:
     """Keys and values of every layer in two preallocated tensors, written in place.
 
     Shape (layers, batch, key/value heads, capacity, head dim); positions past `length` are
-    garbage that the next write overwrites. It offers the parts of transformers' cache
+    garbage that the next write overwrites, and so are the positions below `shared` of every
+    row but the first: there all rows share the first row's (the prompt that candidates decoded
+    together share, cached once and read once). It offers the parts of transformers' cache
     interface that the decode loop uses: length, crop, and batch repeat/select.
     """
 
@@ -40,6 +42,7 @@ class GrowingKv:
         self.keys = torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
         self.values = torch.empty(shape, dtype=dtype or like.dtype, device=like.device)
         self.length = 0
+        self.shared = 0
 
     def get_seq_length(self) -> int:
         return self.length
@@ -47,6 +50,7 @@ class GrowingKv:
     def crop(self, max_length: int) -> None:
         """Keep the first `max_length` positions; a negative value drops that many from the end."""
         self.length = max_length if max_length >= 0 else max(0, self.length + max_length)
+        self.shared = min(self.shared, self.length)
 
     def reserve(self, length: int) -> None:
         """Make room for `length` positions, keeping what is cached."""
@@ -58,7 +62,8 @@ class GrowingKv:
         for name in ("keys", "values"):
             old = getattr(self, name)
             new = old.new_empty((*old.shape[:3], wanted, old.shape[4]))
-            new[:, :, :, : self.length] = old[:, :, :, : self.length]
+            new[:, :1, :, : self.length] = old[:, :1, :, : self.length]
+            new[:, 1:, :, self.shared : self.length] = old[:, 1:, :, self.shared : self.length]
             setattr(self, name, new)
 
     def append_from(
@@ -78,12 +83,35 @@ class GrowingKv:
         self.length = end
 
     def batch_repeat_interleave(self, repeats: int) -> None:
-        self.keys = self.keys.repeat_interleave(repeats, dim=1)
-        self.values = self.values.repeat_interleave(repeats, dim=1)
+        """Each row `repeats` times. The copies of a single row share its cached positions
+        instead of copying them (`shared`)."""
+        if self.keys.shape[1] > 1 or repeats == 1:
+            self.unshare()
+            self.keys = self.keys.repeat_interleave(repeats, dim=1)
+            self.values = self.values.repeat_interleave(repeats, dim=1)
+            return
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_empty((old.shape[0], repeats, *old.shape[2:]))
+            new[:, :1, :, : self.length] = old[:, :, :, : self.length]
+            setattr(self, name, new)
+        self.shared = self.length
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.keys = self.keys[:, indices].contiguous()
-        self.values = self.values[:, indices].contiguous()
+        """The rows `indices`, each with its own copy of every position."""
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old[:, indices].contiguous()
+            new[:, :, :, : self.shared] = old[:, :1, :, : self.shared]
+            setattr(self, name, new)
+        self.shared = 0
+
+    def unshare(self) -> None:
+        """Give every row its own copy of the shared positions."""
+        if self.shared and self.keys.shape[1] > 1:
+            self.keys[:, 1:, :, : self.shared] = self.keys[:, :1, :, : self.shared]
+            self.values[:, 1:, :, : self.shared] = self.values[:, :1, :, : self.shared]
+        self.shared = 0
 
 
 def croppable(cache: Any) -> bool:

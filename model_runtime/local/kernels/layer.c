@@ -69,11 +69,18 @@ static inline __m256 exp_nonpositive(__m256 x) {
 }
 #endif
 
-/* One query head's attention over `length` cached positions: o = softmax(q.k * scale) . v.
+/* Where position p's key (or value) is: positions below `split` in the first cache, the rest
+ * in the second (a candidate's own positions after the prompt that all candidates share). */
+static inline const _Float16 *at(const _Float16 *const kv[2], int64_t split, int64_t p, int64_t d) {
+    return kv[p >= split] + p * d;
+}
+
+/* One query head's attention over `length` cached positions: o = softmax(q.k * scale) . v, the
+ * keys and values of positions below `split` from k[0] and v[0], the rest from k[1] and v[1].
  * With AVX2 eight positions' scores at a time, the exponentials eight at a time, and the
  * weighted values summed in registers for heads of up to 128 dimensions. */
-static void attend(const float *q, const _Float16 *k, const _Float16 *v, int64_t length,
-                   int64_t d, float scale, float *scores, float *o) {
+static void attend(const float *q, const _Float16 *const k[2], const _Float16 *const v[2],
+                   int64_t split, int64_t length, int64_t d, float scale, float *scores, float *o) {
     int64_t p = 0;
     float top = -INFINITY, total = 0.0f;
 #ifdef WIDE_HALVES
@@ -82,10 +89,10 @@ static void attend(const float *q, const _Float16 *k, const _Float16 *v, int64_t
         __m256 most = _mm256_set1_ps(-INFINITY);
         for (; p + 8 <= length; p += 8) {
             __m256 acc[8];
-            const char *ahead = (const char *)(k + p * d) + ATTEND_AHEAD;
+            const char *ahead = (const char *)at(k, split, p, d) + ATTEND_AHEAD;
             for (int64_t b = 0; b < 8 * d * 2; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
             for (int j = 0; j < 8; j++) {
-                const _Float16 *key = k + (p + j) * d;
+                const _Float16 *key = at(k, split, p + j, d);
                 __m256 a = _mm256_setzero_ps();
                 for (int64_t i = 0; i < d; i += 8)
                     a = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_halves(key + i), a);
@@ -102,7 +109,7 @@ static void attend(const float *q, const _Float16 *k, const _Float16 *v, int64_t
     }
 #endif
     for (int64_t rest = p; rest < length; rest++) {
-        scores[rest] = dot(q, k + rest * d, d) * scale;
+        scores[rest] = dot(q, at(k, split, rest, d), d) * scale;
         top = scores[rest] > top ? scores[rest] : top;
     }
     p = 0;
@@ -128,7 +135,7 @@ static void attend(const float *q, const _Float16 *k, const _Float16 *v, int64_t
         for (int64_t i = 0; i < lanes; i++) acc[i] = _mm256_setzero_ps();
         for (p = 0; p < length; p++) {
             __m256 w = _mm256_set1_ps(scores[p]);
-            const _Float16 *value = v + p * d;
+            const _Float16 *value = at(v, split, p, d);
             const char *ahead = (const char *)value + ATTEND_AHEAD;
             for (int64_t b = 0; b < d * 2; b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
             for (int64_t i = 0; i < lanes; i++)
@@ -140,7 +147,7 @@ static void attend(const float *q, const _Float16 *k, const _Float16 *v, int64_t
     }
 #endif
     memset(o, 0, sizeof(float) * (size_t)d);
-    for (p = 0; p < length; p++) add_scaled(o, v + p * d, scores[p] / total, d);
+    for (p = 0; p < length; p++) add_scaled(o, at(v, split, p, d), scores[p] / total, d);
 }
 
 /* `attend` on its own (for tests); 0 when there was no memory for the scores. */
@@ -148,7 +155,8 @@ int wisp_attend(const float *q, const _Float16 *k, const _Float16 *v, int64_t le
                 float scale, float *out) {
     float *scores = malloc(sizeof(float) * (size_t)(length > 0 ? length : 1));
     if (!scores) return 0;
-    attend(q, k, v, length, d, scale, scores, out);
+    const _Float16 *keys[2] = {k, k}, *values[2] = {v, v};
+    attend(q, keys, values, length, length, d, scale, scores, out);
     free(scores);
     return 1;
 }
@@ -185,12 +193,13 @@ typedef struct {
 /* hidden[m, h] += attention and MLP of layer `w`, for m rows that are either
  * - one new position `pos` of m sequences (`sequence` 0): row r's key and value go to position
  *   `pos` of sequence r in `keys`/`values` ([m, kv_heads, capacity, dim] half floats each), and
- *   it attends over 0..pos; `cos`/`sin` hold one position's angles; or
+ *   it attends over 0..pos, its positions below `shared` being sequence 0's (the prompt the
+ *   rows share, cached once); `cos`/`sin` hold one position's angles; or
  * - m new positions pos..pos+m-1 of sequence 0 (`sequence` 1: a short chunk, a draft to check):
  *   row r goes to position pos+r and attends over 0..pos+r; `cos`/`sin` hold m rows. */
 void wisp_decode_layer(const layer_weights *w, float *hidden, int64_t m, const float *cos,
                        const float *sin, _Float16 *keys, _Float16 *values, int64_t capacity,
-                       int64_t pos, float scale, int threads, int sequence) {
+                       int64_t pos, int64_t shared, float scale, int threads, int sequence) {
     int64_t h = w->hidden, d = w->dim, nq = w->heads * d, nkv = w->kv_heads * d;
     int64_t width = nq + 2 * nkv, group = w->heads / w->kv_heads;
     int64_t length = pos + (sequence ? m : 1); /* the longest any row attends over */
@@ -218,21 +227,23 @@ void wisp_decode_layer(const layer_weights *w, float *hidden, int64_t m, const f
         }
     }
     int team = threads > 0 ? threads : 1;
-    int64_t tasks = m * w->heads;
+    int64_t tasks = m * w->heads, split = sequence ? 0 : shared;
     /* On threads from about a hundred cached positions (nine heads): at 4096, the bundled
      * model's steps after 200-455 positions ran their attention on one thread, 0.3-0.6 ms
-     * slower a step on the Intel Xeon. */
+     * slower a step on the Intel Xeon. The tasks go by key/value head, so that the rows' query
+     * heads that read the same shared keys and values follow each other on one thread. */
 #pragma omp parallel for schedule(static) num_threads(team) if (tasks * length >= 1024)
     for (int64_t t = 0; t < tasks; t++) {
-        int64_t r = t / w->heads, head = t % w->heads, g = head / group;
+        int64_t g = t / (m * group), r = t % (m * group) / group, head = g * group + t % group;
         int64_t b = sequence ? 0 : r, seen = sequence ? pos + r + 1 : pos + 1;
         const float *q = qkv + r * width + head * d;
-        const _Float16 *k = keys + (size_t)((b * w->kv_heads + g) * capacity) * (size_t)d;
-        const _Float16 *v = values + (size_t)((b * w->kv_heads + g) * capacity) * (size_t)d;
+        size_t first = (size_t)(g * capacity * d), own = (size_t)(b * w->kv_heads * capacity * d);
+        const _Float16 *k[2] = {keys + first, keys + own + first};
+        const _Float16 *v[2] = {values + first, values + own + first};
         float *o = att + r * nq + head * d;
         float *scores = malloc(sizeof(float) * (size_t)seen);
         if (!scores) continue;
-        attend(q, k, v, seen, d, scale, scores, o);
+        attend(q, k, v, split, seen, d, scale, scores, o);
         free(scores);
     }
     wisp_multiply(&w->out, 1, nq, att, m, out, threads);

@@ -625,39 +625,73 @@ INLINE __m256 dot_signed(__m256i w, __m256i x) {
     return dot_bytes(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
 }
 
-/* Block b of a row of blocks of 32 into the accumulators: the offset goes with s. */
-INLINE void step32(int type, const char *row, int64_t b, const acts *a, int rows, __m256 *acc,
-                   float *offsets) {
-    int64_t nb = a->k / QK;
-    const char *block = row + b * TYPES[type].bytes;
-    float c, d = factors32(type, block, &c);
-    __m256i w = levels(type, block, 0);
+/* The scales d and offsets c (w = d * q + c on `levels`' bytes) of the first n (at most 8) of
+ * the blocks of 32 from `blocks` on, the rest 0: the half floats gathered into one vector
+ * (lane by lane, not through memory, which would stall the loads that follow). */
+INLINE __m256 factors8(int type, const char *blocks, int n, __m256 *offset) {
+    __m128i d = _mm_setzero_si128(), m = _mm_setzero_si128();
+    int bytes = TYPES[type].bytes;
+#define LANE(j)                                                                               \
+    if (j < n) {                                                                              \
+        const uint16_t *h = (const uint16_t *)(blocks + j * bytes);                           \
+        d = _mm_insert_epi16(d, h[0], j);                                                     \
+        if (type == TYPE_Q4_1 || type == TYPE_Q5_1) m = _mm_insert_epi16(m, h[1], j);         \
+    }
+    LANE(0) LANE(1) LANE(2) LANE(3) LANE(4) LANE(5) LANE(6) LANE(7)
+#undef LANE
+    __m256 scale = _mm256_cvtph_ps(d);
+    switch (type) {
+    case TYPE_Q4_0: *offset = _mm256_mul_ps(scale, _mm256_set1_ps(-8.0f)); break;
+    case TYPE_Q5_0: *offset = _mm256_mul_ps(scale, _mm256_set1_ps(-16.0f)); break;
+    default: *offset = _mm256_cvtph_ps(m); /* Q4_1's and Q5_1's minimums; 0 for Q8_0 */
+    }
+    return scale;
+}
+
+/* Block j of `blocks` into the accumulators, times each row's factor f[r][j]. */
+INLINE void step32(int type, const char *blocks, int j, const int8_t *x, int64_t k,
+                   float (*f)[8], int rows, __m256 *acc) {
+    __m256i w = levels(type, blocks + j * TYPES[type].bytes, 0);
     for (int r = 0; r < rows; r++) {
-        __m256i x = load32(a->q + r * a->k + b * QK);
-        __m256 p = type == TYPE_Q8_0 ? dot_signed(w, x) : dot_bytes(w, x);
-        acc[r] = _mm256_fmadd_ps(p, _mm256_set1_ps(d * a->d[r * nb + b]), acc[r]);
-        if (type != TYPE_Q8_0) offsets[r] += c * a->s[r * nb + b];
+        __m256i xs = load32(x + r * k + j * QK);
+        __m256 p = type == TYPE_Q8_0 ? dot_signed(w, xs) : dot_bytes(w, xs);
+        acc[r] = _mm256_fmadd_ps(p, _mm256_broadcast_ss(&f[r][j]), acc[r]);
     }
 }
 
-/* Blocks of 32: two a turn into two sets of accumulators, so that no multiply-add waits on
- * the one before it. */
+/* Blocks of 32, eight a turn: their scales times each row's activation scales as one vector
+ * per row, and their offsets times the rows' sums s in one multiply-add; then each block with
+ * every row, two a turn into two sets of accumulators, so that no multiply-add waits on the
+ * one before it. */
 INLINE void dot32(int type, const void *row, const acts *a, int rows, float *out) {
-    __m256 acc[2][MAX_ROWS];
-    float offsets[2][MAX_ROWS];
-    for (int r = 0; r < rows; r++) {
-        acc[0][r] = acc[1][r] = _mm256_setzero_ps();
-        offsets[0][r] = offsets[1][r] = 0.0f;
+    __m256 acc[2][MAX_ROWS], offsets[MAX_ROWS];
+    float f[MAX_ROWS][8];
+    for (int r = 0; r < rows; r++) acc[0][r] = acc[1][r] = offsets[r] = _mm256_setzero_ps();
+    int64_t nb = a->k / QK;
+    int bytes = TYPES[type].bytes;
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int64_t b0 = 0; b0 < nb; b0 += 8) {
+        int n = nb - b0 < 8 ? (int)(nb - b0) : 8;
+        const char *blocks = (const char *)row + b0 * bytes;
+        __m256 offset, scale = factors8(type, blocks, n, &offset);
+        __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes);
+        for (int r = 0; r < rows; r++) {
+            int64_t at = r * nb + b0;
+            _mm256_storeu_ps(f[r], _mm256_mul_ps(scale, _mm256_maskload_ps(a->d + at, live)));
+            __m256 sums = _mm256_maskload_ps(a->s + at, live);
+            if (type != TYPE_Q8_0) offsets[r] = _mm256_fmadd_ps(offset, sums, offsets[r]);
+        }
+        const int8_t *x = a->q + b0 * QK;
+        int j = 0;
+        for (; j + 1 < n; j += 2) {
+            _mm_prefetch(blocks + j * bytes + PREFETCH, _MM_HINT_T0);
+            step32(type, blocks, j, x, a->k, f, rows, acc[0]);
+            step32(type, blocks, j + 1, x, a->k, f, rows, acc[1]);
+        }
+        if (j < n) step32(type, blocks, j, x, a->k, f, rows, acc[0]);
     }
-    int64_t nb = a->k / QK, b = 0;
-    for (; b + 1 < nb; b += 2) {
-        _mm_prefetch((const char *)row + b * TYPES[type].bytes + PREFETCH, _MM_HINT_T0);
-        step32(type, row, b, a, rows, acc[0], offsets[0]);
-        step32(type, row, b + 1, a, rows, acc[1], offsets[1]);
-    }
-    if (b < nb) step32(type, row, b, a, rows, acc[0], offsets[0]);
     for (int r = 0; r < rows; r++)
-        out[r] = hsum(_mm256_add_ps(acc[0][r], acc[1][r])) + offsets[0][r] + offsets[1][r];
+        out[r] = hsum(_mm256_add_ps(_mm256_add_ps(acc[0][r], acc[1][r]), offsets[r]));
 }
 
 /* Lanes 4h .. 4h + 3 of a vector, each twice: factors per 32 as factors per 16. */
