@@ -21,7 +21,7 @@ from model_runtime.context import CursorContext
 GATE_FILE = Path(__file__).with_name("gate.json")
 # The `minConfidence` default: the fit's threshold (gate.json's "min_confidence"; a test holds
 # them equal). docs/quality.md, "The gate", has what it shows and hides.
-DEFAULT_MIN_CONFIDENCE = 0.11
+DEFAULT_MIN_CONFIDENCE = 0.04
 # The checks' names (postprocess.cuts, trim): each a 0/1 feature.
 FLAGS = (
     "chat_habit",
@@ -36,6 +36,9 @@ FLAGS = (
 )
 LANGUAGES = ("python", "java", "javascript", "typescript")
 LOGPROB_FLOOR = -12.0  # a token less likely than this counts as this unlikely
+# Features weighed apart for a block (a suggestion of several lines): `block_<name>`.
+BLOCK_FEATURES = ("mean_logprob", "min_logprob", "first_logprob", "log_tokens", "log_chars",
+                  "kept_share", "empty_line")  # fmt: skip
 
 
 def features(
@@ -70,7 +73,18 @@ def features(
         out[flag] = float(flag in flags)
     for language in LANGUAGES:
         out[language] = float(ctx.language == language)
-    return out
+    return with_shape(out)
+
+
+def with_shape(values: dict[str, float]) -> dict[str, float]:
+    """`values` with `block` (several lines) and, for a block, `block_<name>` copies of the
+    `BLOCK_FEATURES` it has: a block's numbers mean other things than a line's."""
+    block = values.get("lines", 0.0) > 0
+    values["block"] = float(block)
+    for name in BLOCK_FEATURES:
+        if name in values:
+            values[f"block_{name}"] = values[name] if block else 0.0
+    return values
 
 
 def _previous_code_line(ctx: CursorContext) -> str:
@@ -93,9 +107,8 @@ class Gate:
 
     def probability(self, values: Mapping[str, float]) -> float:
         """P(accept) for a suggestion's features; missing log-probabilities take `unscored`'s."""
-        z = self.bias
-        for name, weight in self.weights.items():
-            z += weight * values.get(name, self.unscored.get(name, 0.0))
+        filled = with_shape({**self.unscored, **values})
+        z = self.bias + sum(w * filled.get(name, 0.0) for name, w in self.weights.items())
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
     @classmethod

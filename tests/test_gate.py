@@ -52,6 +52,22 @@ def test_log_probabilities_length_and_flags() -> None:
     assert gate.features([-1.0], "\n" * 40, 0, (), at("|"))["lines"] == 10
 
 
+def test_a_block_has_its_own_copies_of_the_numbers_that_mean_other_things_there() -> None:
+    line = gate.features([-0.5, -1.5], "x = 1", 0, (), at("|"))
+    block = gate.features([-0.5, -1.5], "if x:\n    y()", 0, (), at("|"))
+    assert (line["block"], line["block_mean_logprob"], line["block_kept_share"]) == (0, 0, 0)
+    assert (block["block"], block["block_mean_logprob"], block["block_min_logprob"]) == (
+        1,
+        -1.0,
+        -1.5,
+    )
+    assert block["block_empty_line"] == block["empty_line"] == 1
+    judge = gate.Gate(0.0, {"block_mean_logprob": 1.0}, {"mean_logprob": -2.0})
+    unscored_block = gate.features(None, "if x:\n    y()", 0, (), at("|"))
+    assert judge.probability(unscored_block) == pytest.approx(1 / (1 + math.exp(2.0)))
+    assert judge.probability(gate.features(None, "x", 0, (), at("|"))) == 0.5
+
+
 def test_without_log_probabilities_their_features_are_left_out() -> None:
     values = gate.features(None, "x", 0, (), at("|"))
     assert not {"mean_logprob", "min_logprob", "first_logprob", "log_tokens"} & set(values)

@@ -120,7 +120,8 @@ def basics(x_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
 def bundled(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """The bundled model (no `model` setting): indentation, candidates, :qa! mid-request."""
     # No latency cap: on a busy machine the cap would cut answers short, not make them wrong.
-    settings = {"maxNewTokens": 24, "maxLatencyMs": 0}
+    # The gate off: these steps test what is shown and inserted, whatever the model writes.
+    settings = {"maxNewTokens": 24, "maxLatencyMs": 0, "minConfidence": 0}
     return run_scenario(tmp_path_factory.mktemp("nvim-bundled"), "bundled", settings, 420)
 
 

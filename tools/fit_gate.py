@@ -12,6 +12,7 @@ fitted on. Needs the shared data at ../shared/data and the packages installed in
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import math
@@ -37,11 +38,14 @@ class Set:
     name: str
     args: tuple[str, ...]
     fitted: bool  # its fit half is fitted on; False: reported on only (held out)
+    every: int = 1  # every n-th task of the file (its tasks come grouped by problem)
 
 
-def humaneval(name: str, file: str, fitted: bool) -> Set:
+def humaneval(name: str, file: str, fitted: bool, every: int = 1) -> Set:
+    """A HumanEval-infilling set; with `every` > 1, every `every`-th task (`collect` writes
+    that selection next to the samples)."""
     path = DATA / "human-eval-infilling" / file
-    return Set(name, ("--dataset", "humaneval-infilling", "--path", str(path)), fitted)
+    return Set(name, ("--dataset", "humaneval-infilling", "--path", str(path)), fitted, every)
 
 
 def santacoder(language: str, limit: int) -> Set:
@@ -58,6 +62,7 @@ def package(name: str, limit: int, fitted: bool) -> Set:
 
 SETS = (
     humaneval("humaneval-single", "HumanEval-SingleLineInfilling.jsonl.gz", True),
+    humaneval("humaneval-multi", "HumanEval-MultiLineInfilling.jsonl.gz", True, every=8),
     santacoder("py", 400),
     santacoder("java", 250),
     santacoder("js", 250),
@@ -78,18 +83,34 @@ def collect(out: Path, model: str | None) -> None:
         if samples.exists():
             continue
         partial = samples.with_suffix(".partial")
+        args = each.args
+        if each.every > 1:
+            args = (*args[:-1], str(pick_every(Path(args[-1]), each.every, out)))
         # the label needs no tests run: a short timeout keeps looping programs from costing time
         gate_off = ("--min-confidence", "0", "--timeout", "2")
-        command = ["wisp", "eval", *each.args, *gate_off, "--samples", str(partial)]
+        command = ["wisp", "eval", *args, *gate_off, "--samples", str(partial)]
         if model:
             command += ["--model", model]
         subprocess.run(command, check=True)
         partial.rename(samples)
 
 
+def pick_every(path: Path, every: int, out: Path) -> Path:
+    """Every `every`-th line of a .jsonl.gz file, written into `out`."""
+    picked = out / f"every-{every}-{path.name}"
+    with gzip.open(path, "rt", encoding="utf-8") as source:
+        lines = [line for i, line in enumerate(source) if i % every == 0]
+    with gzip.open(picked, "wt", encoding="utf-8") as target:
+        target.writelines(lines)
+    return picked
+
+
 def accepted(sample: dict) -> bool:
-    scores = sample["scores"]
-    return scores["exact_match"] == 100.0 or scores["edit_similarity"] >= 90.0
+    """Kept by a user: the first line exact (a block's too), or edit similarity ≥ 90."""
+    first = sample["completion"].strip().split("\n", 1)[0].strip()
+    if first and first == sample["reference"].strip().split("\n", 1)[0].strip():
+        return True
+    return sample["scores"]["edit_similarity"] >= 90.0
 
 
 def problem(task_id: str) -> str:
@@ -117,13 +138,15 @@ class Rows:
 
 
 def read(path: Path, names: Sequence[str]) -> Rows:
+    from model_runtime.gate import with_shape
+
     xs, ys, olds, scores, fits, tasks = [], [], [], [], [], 0
     for line in path.read_text(encoding="utf-8").splitlines():
         sample = json.loads(line)
         tasks += 1
         if sample["features"] is None or sample["confidence"] == 0.0:
             continue  # no answer, or a rejected one: never shown
-        values = sample["features"]
+        values = with_shape(sample["features"])  # samples from before `block` had it too
         xs.append([values.get(n, math.nan) for n in names])
         ys.append(accepted(sample))
         olds.append(math.exp(min(sample["score"], 0.0)) >= OLD_GATE)
@@ -156,11 +179,12 @@ def fit_logistic(
 
 
 def feature_names() -> list[str]:
-    from model_runtime.gate import FLAGS, LANGUAGES
+    from model_runtime.gate import BLOCK_FEATURES, FLAGS, LANGUAGES
 
     numbers = ["mean_logprob", "min_logprob", "first_logprob", "log_tokens", "lines", "log_chars"]
     cursor = ["mid_line", "empty_line", "mid_word", "replaces", "block_start", "kept_share"]
-    return [*numbers, *cursor, *FLAGS, *LANGUAGES]
+    shape = ["block", *(f"block_{name}" for name in BLOCK_FEATURES)]
+    return [*numbers, *cursor, *FLAGS, *LANGUAGES, *shape]
 
 
 def fit(out: Path, docs: Path, gate_file: Path) -> dict:
