@@ -232,6 +232,21 @@ def test_block_is_kept_while_typing_and_rebuilt_when_needed() -> None:
     assert context.builds == 4  # the current document's own edits change with every keystroke
 
 
+@pytest.mark.parametrize(
+    "sources",
+    [("definitions", "edits", "similar"), ("definitions",), ("similar",), ("edits",), ()],
+)
+def test_the_block_takes_only_the_sources_asked_for(sources: tuple[str, ...]) -> None:
+    context = CrossFileContext(Words(), CrossFileOptions(tokens=400, sources=sources))
+    notes = OpenDocument("pkg/notes.py", "\n".join(f"note_{i} = {i}" for i in range(30)))
+    others = [module(1), OpenDocument("pkg/use.py", "result = helper_1_3(1, 2)\n"), notes]
+    edits = [EditedRange("pkg/notes.py", 15)]
+    block = context.block(typing_context("1"), others, edits, get_template("prefix-only"))
+    kinds = {snippet.kind for snippet in block.snippets}
+    expected = {"definitions": "definition", "edits": "edit", "similar": "similar"}
+    assert kinds == {expected[source] for source in sources}
+
+
 def test_no_budget_or_no_other_document_means_no_block() -> None:
     template = get_template("prefix-only")
     off = CrossFileContext(Words(), CrossFileOptions(tokens=0))

@@ -37,6 +37,7 @@ _DEFINED_HERE = re.compile(
     re.MULTILINE,
 )
 MAX_NAMES = 64
+SOURCES = ("definitions", "edits", "similar")  # in the order the block takes from them
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class CrossFileOptions:
     source_ms: float = 50.0
     region_lines: int = 20
     query_lines: int = 30  # the lines before the cursor (and a third as many after) to match
+    sources: tuple[str, ...] = SOURCES  # which sources the block takes from (`wisp eval` tries)
 
 
 @dataclass(frozen=True)
@@ -175,19 +177,16 @@ class CrossFileContext:
     ) -> ContextBlock:
         """Definitions first, then recent edits, then similar code, while the budget lasts."""
         self.builds += 1
-        ms = self.options.source_ms
-        snippets = [
-            *definition_snippets(
-                names_near(ctx), others, Deadline(ms, self.clock), self._definitions
-            ),
-            *edit_snippets(edits, others, Deadline(ms, self.clock)),
-            *similar_snippets(
-                identifiers(query_text(ctx, self.options.query_lines)),
-                others,
-                Deadline(ms, self.clock),
-                self._windows,
-            ),
-        ]
+        ms, wanted = self.options.source_ms, self.options.sources
+        snippets: list[Snippet] = []
+        if "definitions" in wanted:
+            deadline = Deadline(ms, self.clock)
+            snippets += definition_snippets(names_near(ctx), others, deadline, self._definitions)
+        if "edits" in wanted:
+            snippets += edit_snippets(edits, others, Deadline(ms, self.clock))
+        if "similar" in wanted:
+            query = identifiers(query_text(ctx, self.options.query_lines))
+            snippets += similar_snippets(query, others, Deadline(ms, self.clock), self._windows)
         chosen = within_budget(
             snippets, self.options.tokens, self.tokenizer, template, ctx.language
         )

@@ -67,6 +67,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "crossFileTokens setting's)",
     )
     parser.add_argument(
+        "--cross-file-sources",
+        type=_sources,
+        default=CrossFileOptions().sources,
+        help="the sources of that context, comma-separated (default: "
+        f"{','.join(CrossFileOptions().sources)})",
+    )
+    parser.add_argument(
         "--warm",
         action="store_true",
         help="after each task, time one more keystroke (the answer's first character) with the "
@@ -159,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         context_tokens=args.context_tokens,
         raw=args.raw,
         healing=args.healing,
-        cross_file=CrossFileOptions(tokens=args.cross_file_tokens),
+        cross_file=CrossFileOptions(tokens=args.cross_file_tokens, sources=args.cross_file_sources),
     )
     complete = engine_completer(backend, options, args.multiline, _open_documents(args))
     progress = tqdm(tasks, desc=args.dataset, unit="task", file=sys.stderr)
@@ -214,10 +221,19 @@ def _settings(args: argparse.Namespace, multiline: str) -> dict[str, Any]:
         "raw",
         "timeout",
         "cross_file_tokens",
+        "cross_file_sources",
         "warm",
     )
     names = (*common, *DATASET_SETTINGS[args.dataset])
     return {"path": str(args.path), **{n: getattr(args, n) for n in names}, "multiline": multiline}
+
+
+def _sources(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = set(names) - set(CrossFileOptions().sources)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown sources: {', '.join(sorted(unknown))}")
+    return names
 
 
 def _fraction(text: str) -> float:
