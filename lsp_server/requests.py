@@ -101,7 +101,15 @@ async def suggest(
     )
     if result.source == "model" and server_ms is None:
         ls.stats.record_model_work(result.timings_ms)
-    log.debug("completion timings %s", result.timings_ms)
+    log.debug(
+        "completion at %s:%d:%d from %s in %.0f ms, timings %s",
+        uri,
+        cursor.line,
+        cursor.character,
+        result.source,
+        latency_ms,
+        result.timings_ms,
+    )
     line_suffix = cursor_context(text, located.offset).line_suffix
     replaced = [units(line_suffix[: s.replace], encoding) for s in result.suggestions]
     return Found(cursor, result.suggestions, replaced, request.language)

@@ -31,6 +31,10 @@ from model_runtime.templates import PromptParts
 
 # Characters a token holds on average in code, to reach a budget's worth of tokens past a cursor.
 DOCUMENT_CHARS_PER_TOKEN = 4
+# A document's cache holds this many `contextTokens` budgets of its code, half of them past the
+# cursor: the whole of most files (4,096 tokens at the default), so that a jump anywhere, up to
+# the file's first line too, finds its window in it.
+DOCUMENT_BUDGETS = 4
 
 
 @dataclass(frozen=True)
@@ -194,16 +198,17 @@ class CompletionEngine:
         return backend.prefill(self.document_request(request), cancel)
 
     def document_request(self, request: CompletionRequest) -> GenerationRequest:
-        """The prompt of the document with the cursor past a budget's worth of code after
-        `request`'s (its end, most often), in twice the budget, without other files' context:
-        the code before any cursor within a budget of this one is a stretch of it."""
+        """The prompt of the document with the cursor `DOCUMENT_BUDGETS` / 2 budgets' worth of
+        code after `request`'s (its end, most often), in `DOCUMENT_BUDGETS` budgets, without
+        other files' context: the code before any cursor in it is a stretch of it."""
         opts = self.options
         text = request.text
-        reach = request.offset + opts.context_tokens * DOCUMENT_CHARS_PER_TOKEN
+        ahead = DOCUMENT_BUDGETS // 2 * opts.context_tokens * DOCUMENT_CHARS_PER_TOKEN
+        reach = request.offset + ahead
         newline = text.find("\n", reach)
         end = newline if reach < len(text) and newline >= 0 else len(text)
         ctx = cursor_context(text[:end], end, request.path, request.language)
-        wide = replace(opts, context_tokens=2 * opts.context_tokens)
+        wide = replace(opts, context_tokens=DOCUMENT_BUDGETS * opts.context_tokens)
         budget = code_budget(self.backend, wide, ctx.path)
         prompt = build_prompt(ctx, self.backend.template, self.backend, budget)
         return GenerationRequest(

@@ -3,8 +3,10 @@ again in idle time, and requests anywhere in a document starting from its cache.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from tiny_gguf import write_tiny_gguf
 
 from model_runtime.backend import GenerationRequest, GenerationResult, SamplingParams
 from model_runtime.local import IDLE_PREFILL_CHUNK, LoadOptions, LocalBackend, load_backend
-from model_runtime.local.documents import MIN_CHUNK
+from model_runtime.local.documents import MIN_CHUNK, SLOW_CHUNKS, DocumentCaches
 
 EDITED = CODE.replace("def area3(", "MARGIN = 2\n\n\ndef area3(")
 CURSOR = CODE.index("def area9(")  # below the edit
@@ -136,15 +138,29 @@ def test_idle_chunks_halve_when_slow_and_double_when_quick(model: Path) -> None:
     assert documents.chunk == IDLE_PREFILL_CHUNK
 
 
-def test_idle_work_stops_for_good_where_the_smallest_chunk_is_far_too_slow(model: Path) -> None:
+def _smallest_chunks(model: Path, slow: Iterator[bool]) -> tuple[LocalBackend, DocumentCaches]:
+    """A backend whose idle chunks are the smallest, each far too slow where `slow` says so."""
     backend = _backend(model)
     documents = backend.documents
     assert documents is not None
     run = documents.run
     documents.chunk, documents.chunk_ms = MIN_CHUNK, 10.0
-    documents.run = lambda ids, cache: (time.sleep(0.05), run(ids, cache))
-    assert backend.prefill(_ask(CODE), threading.Event()) == MIN_CHUNK  # one chunk, then no more
+    documents.run = lambda ids, cache: (time.sleep(0.05 if next(slow) else 0), run(ids, cache))
+    return backend, documents
+
+
+def test_idle_work_stops_for_good_where_the_smallest_chunk_is_far_too_slow(model: Path) -> None:
+    backend, documents = _smallest_chunks(model, itertools.repeat(True))
+    # SLOW_CHUNKS chunks, then no more
+    assert backend.prefill(_ask(CODE), threading.Event()) == SLOW_CHUNKS * MIN_CHUNK
     assert documents.too_slow and backend.prefill(_ask(EDITED), threading.Event()) == 0
+
+
+def test_a_few_slow_chunks_among_quick_ones_do_not_stop_idle_work(model: Path) -> None:
+    # a busy moment, twice, then a quick chunk
+    backend, documents = _smallest_chunks(model, itertools.cycle([True, True, False]))
+    assert backend.prefill(_ask(CODE), threading.Event()) > SLOW_CHUNKS * MIN_CHUNK
+    assert not documents.too_slow
 
 
 def test_a_document_closed_while_its_idle_work_runs_stays_closed(model: Path) -> None:

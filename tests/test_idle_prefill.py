@@ -149,6 +149,31 @@ def test_a_cut_prompt_takes_its_code_from_the_document_moved(prefix_model: Path)
     assert answer.timings_ms["reused_tokens"] >= answer.timings_ms["prompt_tokens"] - 8
 
 
+def test_a_jump_to_the_first_lines_finds_them_after_a_start_at_the_end(
+    prefix_model: Path,
+) -> None:
+    backend = _backend(prefix_model)
+    budget = len(backend.encode(CODE)) // 3  # the file is three budgets long
+    engine = _engine(backend, context_tokens=budget)
+    # opened at its last line: the document's cache still holds the file from its first line
+    assert engine.prefill(CompletionRequest(CODE, len(CODE), "shapes.py"), threading.Event()) > 0
+    near_top = CODE.index("\n", 60) + 1
+    answer = engine.complete(CompletionRequest(CODE, near_top, "shapes.py"))
+    assert answer.timings_ms["reused_tokens"] >= answer.timings_ms["prompt_tokens"] - 3
+
+
+def test_a_jump_takes_what_the_last_prompt_holds_of_its_window_moved(prefix_model: Path) -> None:
+    backend = _backend(prefix_model)
+    budget = len(backend.encode(CODE)) // 3
+    engine = _engine(backend, context_tokens=budget)
+    lines = CODE.split("\n")
+    cursor = [len("\n".join(lines[:n])) + 1 for n in (len(lines) * 2 // 3, len(lines) * 5 // 6)]
+    engine.complete(CompletionRequest(CODE, cursor[0], "shapes.py"))  # no idle work between
+    answer = engine.complete(CompletionRequest(CODE, cursor[1], "shapes.py"))
+    # the window moved down by half its length: its first half is the last prompt's second half
+    assert answer.timings_ms["reused_tokens"] >= answer.timings_ms["prompt_tokens"] // 3
+
+
 def test_backends_without_prefill_are_not_asked() -> None:
     fake = FakeBackend(["x"])
     engine = _engine(fake)

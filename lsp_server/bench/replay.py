@@ -101,9 +101,10 @@ async def replay(
     follow_rate: float,
     on_line: Callable[[], None] = lambda: None,
     open_pause_s: float = 0.0,
+    server_log: Path | None = None,
 ) -> Recording:
     """Start the server, replay every session in turn, and shut the server down."""
-    async with serving(settings) as (client, recording):
+    async with serving(settings, server_log) as (client, recording):
         rng = random.Random(seed)
         for session in sessions:
             await replay_session(
@@ -113,8 +114,11 @@ async def replay(
 
 
 @asynccontextmanager
-async def serving(settings: dict[str, Any]) -> AsyncIterator[tuple[LanguageClient, Recording]]:
-    """`wisp serve` started, initialized and ready; its stats and peak RSS recorded at the end."""
+async def serving(
+    settings: dict[str, Any], server_log: Path | None = None
+) -> AsyncIterator[tuple[LanguageClient, Recording]]:
+    """`wisp serve` started, initialized and ready; its stats and peak RSS recorded at the end.
+    With `server_log`, the server logs there in full (`-vv`): each answer's timings."""
     client = LanguageClient("wisp-bench", "1")
     ready = asyncio.Event()
     failure: list[str] = []
@@ -128,7 +132,8 @@ async def serving(settings: dict[str, Any]) -> AsyncIterator[tuple[LanguageClien
             failure.append(str(getattr(params, "message", "")))
             ready.set()
 
-    await client.start_io(sys.executable, "-m", "lsp_server.cli", "serve")
+    logging = ["-vv", "--log-file", str(server_log)] if server_log else []
+    await client.start_io(sys.executable, "-m", "lsp_server.cli", "serve", *logging)
     recording = Recording()
     try:
         await client.initialize_async(

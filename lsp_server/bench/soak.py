@@ -20,6 +20,7 @@ async def soak(
     seed: int,
     pause_scale: float,
     on_line: Callable[[], None] = lambda: None,
+    server_log: Path | None = None,
 ) -> tuple[list[dict[str, Any]], Recording]:
     """Replay `plan` `rounds` times; one row per round (requests, p50/p95, RSS after it).
 
@@ -28,7 +29,7 @@ async def soak(
     """
     rows: list[dict[str, Any]] = []
     rng = random.Random(seed)
-    async with serving(settings) as (client, recording):
+    async with serving(settings, server_log) as (client, recording):
         for number in range(1, rounds + 1):
             first = len(recording.samples)
             for session in plan:

@@ -37,6 +37,9 @@ def replay_arguments(parser: argparse.ArgumentParser, pause_scale: float) -> Non
     )
     parser.add_argument("--json", type=Path, dest="json_out", help="write the figures here")
     parser.add_argument("--plot", type=Path, help="write a plot of the figures here (PNG)")
+    parser.add_argument(
+        "--server-log", type=Path, help="the server logs here in full, each answer's timings too"
+    )
 
 
 def read_plan(args: argparse.Namespace) -> tuple[list[Session], dict[str, Any], Settings]:
@@ -184,6 +187,7 @@ def _measure(
                 args.follow_rate,
                 bar.update,
                 open_pause_s=args.open_pause,
+                server_log=args.server_log,
             )
         )
     speeds: dict[str, float | None] = {"prefill_tokens_per_s": None, "decode_tokens_per_s": None}

@@ -33,7 +33,15 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=lines, desc="soak", unit="line", file=sys.stderr) as bar:
         try:
             rows, recording = asyncio.run(
-                soak(plan, raw, args.rounds, args.seed, args.pause_scale, bar.update)
+                soak(
+                    plan,
+                    raw,
+                    args.rounds,
+                    args.seed,
+                    args.pause_scale,
+                    bar.update,
+                    server_log=args.server_log,
+                )
             )
         except RuntimeError as exc:
             print(f"wisp: {exc}", file=sys.stderr)

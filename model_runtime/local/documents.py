@@ -37,9 +37,12 @@ DOCUMENTS = 2
 IDLE_PREFILL_CHUNK = 128
 IDLE_CHUNK_MS = 150.0
 MIN_CHUNK, MAX_CHUNK = 16, 256
-# Where even the smallest chunk takes this many times IDLE_CHUNK_MS, idle work stops for good: a
-# keystroke would wait seconds for it (Qwen2.5-Coder-7B on two cores).
+# Where even the smallest chunk takes this many times IDLE_CHUNK_MS, SLOW_CHUNKS times in a row,
+# idle work stops for good: a keystroke would wait seconds for it (Qwen2.5-Coder-7B on two
+# cores). One slow chunk is not enough: a build or a test run beside the editor makes any model
+# slow for a while.
 TOO_SLOW = 4
+SLOW_CHUNKS = 3
 # A document's cache that still gives this share of its prompt by moving is brought up to an
 # edit, and made exact, only once the document was left alone this long: while the user types,
 # each key would undo that work, and requests move what they need themselves.
@@ -79,6 +82,7 @@ class DocumentCaches:
         self.chunk = IDLE_PREFILL_CHUNK
         self.chunk_ms: float | None = IDLE_CHUNK_MS  # None: chunks stay as they are
         self.too_slow = False  # the model is too slow for idle work (see TOO_SLOW)
+        self._slow = 0  # smallest chunks too slow in a row
         self._caches: OrderedDict[str, DocumentCache] = OrderedDict()
         self._forgotten: dict[str, int] = {}  # times each key was forgotten
         self._lock = threading.Lock()
@@ -116,28 +120,45 @@ class DocumentCaches:
             return self._forgotten.get(key, 0)
 
     def take(
-        self, ids: list[int], key: str, otherwise: int, cancel: threading.Event, chunk: int
+        self,
+        ids: list[int],
+        key: str,
+        otherwise: int,
+        cancel: threading.Event,
+        chunk: int,
+        kept: KvSlot | None = None,
     ) -> tuple[GrowingKv, int] | None:
-        """A new cache of `ids` but their last span, built from the document's, when that
-        leaves less to compute than `otherwise` positions; with how many positions it took."""
-        document = self.get(key)
+        """A new cache of `ids` but their last span, built from the document's or from the
+        `kept` prompt's (moved: after a jump the window starts elsewhere), whichever leaves
+        less to compute, when that is less than `otherwise` positions; with how many positions
+        it took."""
         # a plan computes the last position and costs SPAN_COST for at least two spans: where
         # the kept prompt leaves no more than that (a keystroke), it cannot win; skip lining up
-        if document is None or otherwise <= 1 + 2 * SPAN_COST:
+        if otherwise <= 1 + 2 * SPAN_COST:
             return None
-        steps = plan(document.ids, ids)
-        log.debug(
-            "%s: its cache of %d positions gives %d of %d, %d spans (%d to compute otherwise)",
-            key,
-            len(document.ids),
-            steps.taken,
-            len(ids),
-            len(steps.spans),
-            otherwise,
-        )
-        if steps.computed + SPAN_COST * len(steps.spans) >= otherwise:
+        document = self.get(key)
+        sources = [(document.ids, document.cache)] if document is not None else []
+        if kept is not None and isinstance(kept.cache, GrowingKv):
+            sources.append((kept.ids, kept.cache))
+        best: tuple[int, Plan, GrowingKv] | None = None
+        for held, source in sources:
+            steps = plan(held, ids)
+            cost = steps.computed + SPAN_COST * len(steps.spans)
+            log.debug(
+                "%s: %d cached positions give %d of %d, %d spans (%d to compute otherwise)",
+                key,
+                len(held),
+                steps.taken,
+                len(ids),
+                len(steps.spans),
+                otherwise,
+            )
+            if cost < otherwise and (best is None or cost < best[0]):
+                best = cost, steps, source
+        if best is None:
             return None
-        cache = assemble(steps, ids, document.cache, self.decoder, self.run, cancel, chunk)
+        _, steps, source = best
+        cache = assemble(steps, ids, source, self.decoder, self.run, cancel, chunk)
         return cache, min(steps.taken, cache.length)
 
     def prefill(
@@ -166,7 +187,9 @@ class DocumentCaches:
             computed += len(part)
             if self.chunk_ms is not None and len(part) == self.chunk:
                 took = (time.perf_counter() - started) * 1000
-                if took > TOO_SLOW * self.chunk_ms and self.chunk == MIN_CHUNK:
+                slow = took > TOO_SLOW * self.chunk_ms and self.chunk == MIN_CHUNK
+                self._slow = self._slow + 1 if slow else 0
+                if self._slow >= SLOW_CHUNKS:
                     log.info("no more idle work: %d positions took %.0f ms", len(part), took)
                     self.too_slow = True
                 elif took > 2 * self.chunk_ms:

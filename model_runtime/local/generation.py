@@ -172,11 +172,13 @@ class LocalBackend:
 
     def _reuse(self, ids: list[int], key: str, cancel: threading.Event) -> tuple[Any, int, int]:
         """Where the prefill of `ids` starts: the kept prompt's cache cut to the prefix it shares
-        with them, or a copy of what the document's cache holds of them, whichever leaves less
-        to compute. Returns the cache, the positions it holds and how many were taken."""
+        with them, or a copy of what the document's cache or the kept prompt holds of them
+        (moved: a window that starts elsewhere), whichever leaves less to compute. Returns the
+        cache, the positions it holds and how many were taken."""
         shared = min(self.slots.shared(ids, key), len(ids) - 1) if self.slots.size else 0
         if self.documents is not None:
-            found = self.documents.take(ids, key, len(ids) - shared, cancel, PREFILL_CHUNK)
+            kept = self.slots.peek(key)
+            found = self.documents.take(ids, key, len(ids) - shared, cancel, PREFILL_CHUNK, kept)
             if found is not None:
                 cache, taken = found
                 return cache, cache.length, taken
